@@ -1,0 +1,592 @@
+"""Search spaces: a YAML file -> a validated Space -> suggest(trial, space) -> TrialConfig.
+
+Any leaf is fixed (a plain value) or searched (a mapping with `type: float | int | categorical` and Optuna's own
+fields). The model, optimizer and scheduler sections pick a component by `name`, or search over components with
+`choose:`, each branch with its own parameters. Every problem in a file is reported at once, with its line.
+No torch here: a space is validated and sampled without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from . import config as C
+from .yamlfile import Document, Problem, SpaceError, parse, parse_value
+
+SECTIONS = ("data", "train", "model", "optimizer", "scheduler")
+TOP_KEYS = ("study", *SECTIONS)
+STUDY_KEYS = ("name", "direction", "metric", "storage", "sampler", "pruner", "keep_checkpoints")
+PARAM_KEYS = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"),
+              "categorical": ("choices",)}
+DIRECTIONS = ("maximize", "minimize")
+
+# Fields that fix the data every trial sees: searching them would make trials incomparable.
+UNSEARCHABLE = {"data.dataset", "data.root", "data.download", "data.val_size", "data.train_limit",
+                "data.split_seed", "data.synthetic", "train.device", "train.eval_batch_size"}
+# Closed sets of strings, by field path.
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "data.dataset": C.DATASETS, "train.precision": C.PRECISIONS,
+    **{f"{s}.name": tuple(reg) for s, reg in C.NAMED_SECTIONS.items()},
+}
+# Allowed numeric ranges (low, high, low_open, high_open) by field path; None is unbounded.
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "data.val_size": (1, None, False, False), "data.train_limit": (1, None, False, False),
+    "data.augment.crop_padding": (0, 16, False, False), "data.synthetic.size": (2, None, False, False),
+    "data.synthetic.test_size": (1, None, False, False), "data.synthetic.classes": (2, None, False, False),
+    "data.synthetic.noise": (0, None, False, False),
+    "train.epochs": (1, None, False, False), "train.batch_size": (1, None, False, False),
+    "train.eval_batch_size": (1, None, False, False), "train.label_smoothing": (0, 1, False, True),
+    "train.grad_clip": (0, None, True, False),
+    "model.stages": (1, 5, False, False), "model.blocks_per_stage": (1, None, False, False),
+    "model.width": (1, None, False, False), "model.width_growth": (0, None, True, False),
+    "model.widths": (1, None, False, False), "model.dropout": (0, 1, False, True),
+    "optimizer.lr": (0, None, True, False), "optimizer.momentum": (0, 1, False, True),
+    "optimizer.weight_decay": (0, None, False, False), "optimizer.betas": (0, 1, False, True),
+    "optimizer.eps": (0, None, True, False), "optimizer.alpha": (0, 1, False, False),
+    "scheduler.warmup_epochs": (0, None, False, False), "scheduler.step_size": (1, None, False, False),
+    "scheduler.milestones": (1, None, False, False), "scheduler.gamma": (0, None, True, False),
+    "scheduler.min_lr_factor": (0, 1, False, False), "scheduler.pct_start": (0, 1, True, True),
+    "scheduler.div_factor": (0, None, True, False), "scheduler.final_div_factor": (0, None, True, False),
+    "scheduler.factor": (0, 1, True, True), "scheduler.patience": (0, None, False, False),
+    "scheduler.end_factor": (0, 1, False, False),
+}
+# What a field's annotation accepts, and how to say it.
+KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
+         "int | None": "a whole number or null", "float | None": "a number or null",
+         "tuple[int, ...]": "a list of whole numbers", "tuple[int, ...] | None": "a list of whole numbers or null",
+         "tuple[float, float]": "a list of two numbers"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A searched value: Optuna's suggest_float / suggest_int / suggest_categorical arguments."""
+
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        if self.type == "categorical":
+            assert self.choices is not None
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(name, int(self.low or 0), int(self.high or 0), step=int(self.step or 1),
+                                     log=self.log)
+        return trial.suggest_float(name, float(self.low or 0.0), float(self.high or 0.0), step=self.step, log=self.log)
+
+    def grid(self) -> list[Any] | None:
+        """Every value this parameter can take, or None when it is continuous."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.type == "int" and not self.log:
+            return list(range(int(self.low or 0), int(self.high or 0) + 1, int(self.step or 1)))
+        if self.type == "float" and self.step:
+            n = int(round((float(self.high or 0) - float(self.low or 0)) / self.step))
+            return [float(self.low or 0) + i * self.step for i in range(n + 1)]
+        return None
+
+
+@dataclass(frozen=True)
+class Section:
+    """A section's fixed values, searched Params and nested Sections; `choose` maps branch name -> its Section."""
+
+    fields: dict[str, Any]
+    choose: dict[str, Section] | None = None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str  # Optuna study name; also names the default SQLite file studies/<name>.db
+    direction: str  # maximize | minimize
+    metric: str  # val_acc | val_loss
+    storage: str | None  # RDB URL; None: sqlite:///studies/<name>.db
+    sampler: dict[str, Any]  # {name: tpe, seed: 0, ...keyword arguments of that Optuna sampler}
+    pruner: dict[str, Any]  # {name: median, ...keyword arguments of that Optuna pruner}
+    keep_checkpoints: int  # best-epoch checkpoints kept for the best k completed trials
+
+
+@dataclass(frozen=True)
+class Space:
+    source: str
+    study: StudySpec
+    sections: dict[str, Section]
+    tree: dict[str, Any]  # the validated document, overrides applied: what the study's space hash covers
+
+    def params(self) -> dict[str, Param]:
+        """Every searched parameter by its Optuna name (dotted path), branch parameters included."""
+        out: dict[str, Param] = {}
+
+        def walk(section: Section, prefix: str) -> None:
+            for key, value in section.fields.items():
+                if isinstance(value, Param):
+                    out[f"{prefix}.{key}"] = value
+                elif isinstance(value, Section):
+                    walk(value, f"{prefix}.{key}")
+            if section.choose:
+                out[prefix] = Param("categorical", choices=tuple(section.choose))
+                for branch, sub in section.choose.items():
+                    walk(sub, f"{prefix}.{branch}")
+
+        for name, section in self.sections.items():
+            walk(section, name)
+        return out
+
+    def fixed_data(self) -> C.DataConfig:
+        return fixed_data(self)
+
+    def fixed_train_device(self) -> str:
+        device = self.sections["train"].fields.get("device", C.TrainConfig.device)
+        return str(device)
+
+    def hash(self) -> str:
+        """Digest of everything that defines a trial (not the study's name, storage, sampler or pruner)."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def identity(self) -> dict[str, Any]:
+        keep = {k: v for k, v in self.tree.items() if k in SECTIONS}
+        return {**keep, "metric": self.study.metric, "direction": self.study.direction}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Space:
+    """Read and validate a space file; `overrides` are `key.path=value` strings applied first (--set).
+
+    Raises SpaceError listing every problem, each with file, line, key path, bad value and the options.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpaceError([Problem(str(path), None, "", f"cannot read the space file: {reason}")]) from None
+    doc = parse(text, str(path))
+    if doc.value is None:
+        raise SpaceError([Problem(str(path), None, "", "the file is empty; a space needs at least a `study:` "
+                                                         "or `train:` section (see spaces/smoke.yaml)")])
+    if not isinstance(doc.value, dict):
+        raise SpaceError([Problem(str(path), doc.line(()), "", f"expected a mapping of sections "
+                                                                f"({', '.join(TOP_KEYS)}), got {doc.value!r}")])
+    problems: list[Problem] = []
+    set_paths: set[tuple[str, ...]] = set()
+    for item in overrides:
+        _apply_override(doc.value, item, problems, set_paths)
+    checker = _Checker(doc, set_paths, problems)
+    space = checker.space(default_name=path.stem)
+    if problems:
+        raise SpaceError(sorted(problems, key=lambda p: (p.source != "--set", p.line or 0)))
+    return space
+
+
+def _apply_override(tree: dict[str, Any], item: str, problems: list[Problem], set_paths: set[tuple[str, ...]]) -> None:
+    key, sep, raw = item.partition("=")
+    parts = tuple(p for p in key.strip().split("."))
+    if not sep or not key.strip() or any(not p for p in parts):
+        problems.append(Problem("--set", None, key.strip(), f"expected key.path=value, got {item!r} "
+                                                            "(example: --set train.epochs=5)"))
+        return
+    node: dict[str, Any] = tree
+    real: list[str] = []
+    for part in parts[:-1]:
+        if part not in node and isinstance(node.get("choose"), dict) and part in node["choose"]:
+            node, real = node["choose"], [*real, "choose"]  # optimizer.sgd.lr is optimizer.choose.sgd.lr
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            problems.append(Problem("--set", None, key, f"{'.'.join((*real, part))} is a value ({child!r}), "
+                                                        "not a section; set it directly"))
+            return
+        node, real = child, [*real, part]
+    last = parts[-1]
+    if last not in node and isinstance(node.get("choose"), dict) and last in node["choose"]:
+        node, real = node["choose"], [*real, "choose"]
+    node[last] = parse_value(raw)
+    set_paths.add((*real, last))
+
+
+class _Checker:
+    """Walks the document once, building the Space and collecting every Problem."""
+
+    def __init__(self, doc: Document, set_paths: set[tuple[str, ...]], problems: list[Problem]) -> None:
+        self.doc, self.set_paths, self.problems = doc, set_paths, problems
+
+    def problem(self, path: tuple[str, ...], message: str) -> None:
+        if any(path[: len(p)] == p for p in self.set_paths):
+            self.problems.append(Problem("--set", None, ".".join(path), message))
+        else:
+            self.problems.append(Problem(self.doc.source, self.doc.line(path), ".".join(path), message))
+
+    def space(self, default_name: str) -> Space:
+        tree: dict[str, Any] = self.doc.value
+        for key in tree:
+            if key not in TOP_KEYS:
+                self.problem((key,), f"unknown section {key!r}; known: {', '.join(TOP_KEYS)}")
+        sections: dict[str, Section] = {}
+        for name in SECTIONS:
+            raw = tree.get(name) or {}
+            if not isinstance(raw, dict):
+                self.problem((name,), f"expected a mapping of {name} settings, got {raw!r}")
+                raw = {}
+            cls = C.SECTION_TYPES[name]
+            if name in C.NAMED_SECTIONS:
+                sections[name] = self.named_section(raw, (name,), cls, C.NAMED_SECTIONS[name])
+            else:
+                sections[name] = self.section(raw, (name,), cls)
+        study = self.study(tree.get("study") or {}, default_name)
+        self.cross_checks(sections)
+        return Space(self.doc.source, study, sections, tree)
+
+    # -- study ---------------------------------------------------------------------------------------------------
+
+    def study(self, raw: Any, default_name: str) -> StudySpec:
+        if not isinstance(raw, dict):
+            self.problem(("study",), f"expected a mapping, got {raw!r}")
+            raw = {}
+        for key in raw:
+            if key not in STUDY_KEYS:
+                self.problem(("study", key), f"unknown key {key!r}; known: {', '.join(STUDY_KEYS)}")
+        for key, value in raw.items():
+            if isinstance(value, dict) and "type" in value:
+                self.problem(("study", key), "study settings cannot be searched; give one value")
+        name = raw.get("name", default_name)
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            self.problem(("study", "name"), f"expected a name of letters, digits, '_', '.' or '-', got {name!r}")
+            name = default_name
+        metric = raw.get("metric", "val_acc")
+        if metric not in C.METRICS:
+            self.problem(("study", "metric"), f"unknown metric {metric!r}; known: {', '.join(C.METRICS)}")
+            metric = "val_acc"
+        direction = raw.get("direction", "maximize" if metric == "val_acc" else "minimize")
+        if direction not in DIRECTIONS:
+            self.problem(("study", "direction"), f"expected maximize or minimize, got {direction!r}")
+        elif (metric, direction) in (("val_acc", "minimize"), ("val_loss", "maximize")):
+            self.problem(("study", "direction"), f"{direction} {metric} makes the search seek the worst model; "
+                                                 f"use {'maximize' if metric == 'val_acc' else 'minimize'}")
+        storage = raw.get("storage")
+        if storage is not None and (not isinstance(storage, str) or "://" not in storage):
+            self.problem(("study", "storage"), f"expected a database URL such as sqlite:///studies/x.db or "
+                                               f"postgresql://user@host/db, got {storage!r}")
+        keep = raw.get("keep_checkpoints", 3)
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+            self.problem(("study", "keep_checkpoints"), f"expected a whole number >= 0, got {keep!r}")
+        sampler = self.component(raw.get("sampler", {"name": "tpe"}), ("study", "sampler"), C.SAMPLERS,
+                                 optuna.samplers, default="tpe")
+        pruner = self.component(raw.get("pruner", {"name": "median"}), ("study", "pruner"), C.PRUNERS,
+                                optuna.pruners, default="median")
+        return StudySpec(name, direction, metric, storage, sampler, pruner, keep)
+
+    def component(self, raw: Any, path: tuple[str, ...], names: dict[str, str], module: Any,
+                  default: str) -> dict[str, Any]:
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        if not isinstance(raw, dict):
+            self.problem(path, f"expected {{name: ..., <options>}}, got {raw!r}")
+            return {"name": default}
+        name = raw.get("name", default)
+        if name not in names:
+            self.problem((*path, "name"), f"unknown {path[-1]} {name!r}; known: {', '.join(names)}")
+            return {"name": default}
+        params = inspect.signature(getattr(module, names[name])).parameters
+        allowed = [p for p in params if p not in ("self", "search_space", "kwargs", "args")]
+        bad = False
+        for key in raw:
+            if key != "name" and key not in allowed:
+                bad = True
+                self.problem((*path, key), f"{names[name]} takes no option {key!r}; "
+                                           f"known: {', '.join(allowed) or 'none'}")
+        options = {k: v for k, v in raw.items() if k != "name"}
+        if not bad and name != "grid":  # grid's search space comes from the space itself (study.py)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    getattr(module, names[name])(**options)
+            except (TypeError, ValueError) as exc:
+                self.problem(path, f"{names[name]}({', '.join(f'{k}={v!r}' for k, v in options.items())}) "
+                                   f"is refused by Optuna: {exc}")
+        return dict(raw, name=name)
+
+    # -- sections ------------------------------------------------------------------------------------------------
+
+    def section(self, raw: dict[str, Any], path: tuple[str, ...], cls: type) -> Section:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in fields:
+                self.problem((*path, key), f"unknown key {key!r}; known: {', '.join(fields)}")
+                continue
+            out[key] = self.leaf(value, (*path, key), str(fields[key].type))
+        return Section(out)
+
+    def named_section(self, raw: dict[str, Any], path: tuple[str, ...], cls: type,
+                      registry: dict[str, tuple[str, ...]]) -> Section:
+        raw = dict(raw)
+        choose_raw = raw.pop("choose", None)
+        common = self.section(raw, path, cls)
+        sect = path[0]
+        default = next(f.default for f in dataclasses.fields(cls) if f.name == "name")
+        branches: dict[str, Section] | None = None
+        if choose_raw is not None:
+            if "name" in raw:
+                self.problem((*path, "name"), "give `name` or `choose`, not both")
+            if not isinstance(choose_raw, dict) or not choose_raw:
+                self.problem((*path, "choose"), f"expected a mapping of {sect} names to their parameters, "
+                                                f"got {choose_raw!r}; known names: {', '.join(registry)}")
+                choose_raw = {}
+            branches = {}
+            for branch, braw in choose_raw.items():
+                bpath = (*path, "choose", branch)
+                if branch not in registry:
+                    self.problem(bpath, f"unknown {sect} {branch!r}; known: {', '.join(registry)}")
+                    continue
+                braw = braw or {}
+                if not isinstance(braw, dict):
+                    self.problem(bpath, f"expected a mapping of {branch}'s parameters, got {braw!r}")
+                    continue
+                for key in braw:
+                    if key in raw:
+                        self.problem((*bpath, key), f"{key} is also given for every {sect} above; keep one")
+                    elif key == "name" or key not in registry[branch]:
+                        self.problem((*bpath, key), f"{sect} {branch!r} takes no {key!r}; "
+                                                    f"it reads: {', '.join(registry[branch])}")
+                keep = {k: v for k, v in braw.items() if k in registry[branch] and k not in raw}
+                branches[branch] = self.section(keep, bpath, cls)
+            names = list(branches)
+        else:
+            name = common.fields.get("name", default)
+            names = list(name.choices or ()) if isinstance(name, Param) else [name]
+        for key in common.fields:
+            if key == "name":
+                continue
+            for name in names:
+                if name in registry and key not in registry[name]:
+                    self.problem((*path, key), f"{sect} {name!r} does not read {key!r}; it reads: "
+                                               f"{', '.join(registry[name])}")
+        return Section(common.fields, branches)
+
+    def leaf(self, value: Any, path: tuple[str, ...], kind: str) -> Any:
+        dotted = self.field_path(path)
+        nested = C.SECTION_TYPES.get(dotted)
+        if nested is not None:
+            if isinstance(value, dict) and "type" not in value:
+                return self.section(value, path, nested)
+            self.problem(path, f"expected a mapping of {dotted} settings, got {value!r}")
+            return None
+        if isinstance(value, dict):
+            return self.param(value, path, kind)
+        return self.fixed(value, path, kind)
+
+    @staticmethod
+    def field_path(path: tuple[str, ...]) -> str:
+        """optimizer.choose.sgd.lr -> optimizer.lr: the field a value lands in."""
+        if len(path) >= 3 and path[1] == "choose":
+            path = (path[0], *path[3:])
+        return ".".join(path)
+
+    def fixed(self, value: Any, path: tuple[str, ...], kind: str) -> Any:
+        ok, value = _coerce(kind, value)
+        if not ok:
+            self.problem(path, f"expected {KINDS.get(kind, kind)}, got {value!r}")
+            return value
+        self.check_value(value, path)
+        return value
+
+    def check_value(self, value: Any, path: tuple[str, ...]) -> None:
+        dotted = self.field_path(path)
+        options = OPTIONS.get(dotted)
+        if options is not None and value not in options:
+            self.problem(path, f"unknown {dotted.split('.')[-1]} {value!r}; known: {', '.join(options)}")
+        if dotted == "train.device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(value)):
+            self.problem(path, f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        bounds = RANGES.get(dotted)
+        if bounds is None or value is None:
+            return
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, (int, float)) and not _in_range(v, bounds):
+                self.problem(path, f"must be {_range_text(bounds)}, got {_fmt(value)}")
+                return
+
+    def param(self, raw: dict[str, Any], path: tuple[str, ...], kind: str) -> Any:
+        dotted = self.field_path(path)
+        ptype = raw.get("type")
+        if ptype not in PARAM_KEYS:
+            if "type" not in raw:
+                self.problem(path, f"expected {KINDS.get(kind, kind)}; a searched value is a mapping with "
+                                   f"`type: float | int | categorical`, got {raw!r}")
+            else:
+                self.problem((*path, "type"), f"unknown type {ptype!r}; known: float, int, categorical")
+            return None
+        if dotted in UNSEARCHABLE:
+            self.problem(path, "cannot be searched: every trial of a study must see the same data and setup; "
+                               "give one value")
+            return None
+        if kind.startswith("tuple"):
+            self.problem(path, "cannot be searched (Optuna's choices are single values); give one list, or "
+                               "search the fields it is made from")
+            return None
+        n_problems = len(self.problems)
+        for key in raw:
+            if key != "type" and key not in PARAM_KEYS[ptype]:
+                self.problem((*path, key), f"type {ptype} takes no {key!r}; it takes: "
+                                           f"{', '.join(PARAM_KEYS[ptype])}")
+        if ptype == "categorical":
+            choices = raw.get("choices")
+            if not isinstance(choices, list) or not choices:
+                self.problem((*path, "choices"), f"expected a non-empty list of values, got {choices!r}")
+                return None
+            out = []
+            for i, choice in enumerate(choices):
+                if choice is not None and not isinstance(choice, (bool, int, float, str)):
+                    self.problem((*path, "choices", str(i)), f"Optuna's choices must be null, true/false, numbers "
+                                                              f"or strings, got {choice!r}")
+                    continue
+                out.append(self.fixed(choice, (*path, "choices", str(i)), kind))
+            if len(set(map(repr, out))) != len(out):
+                self.problem((*path, "choices"), f"choices repeat a value: {choices!r}")
+            return Param("categorical", choices=tuple(out)) if len(self.problems) == n_problems else None
+        if kind not in ("int", "float", "int | None", "float | None"):
+            self.problem((*path, "type"), f"expected {KINDS.get(kind, kind)}, which only `type: categorical` "
+                                          f"can search, got type {ptype}")
+            return None
+        if ptype == "float" and kind.startswith("int"):
+            self.problem((*path, "type"), "this field takes whole numbers: use `type: int`")
+        want = "int" if ptype == "int" else "float"
+        values: dict[str, Any] = {}
+        for key in ("low", "high", "step"):
+            if key not in raw:
+                if key != "step":
+                    self.problem(path, f"type {ptype} needs `{key}`")
+                continue
+            ok, v = _coerce(want, raw[key])
+            if not ok:
+                self.problem((*path, key), f"expected {KINDS[want]}, got {raw[key]!r}")
+            values[key] = v
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            self.problem((*path, "log"), f"expected true or false, got {log!r}")
+        if len(self.problems) > n_problems:
+            return None
+        low, high, step = values["low"], values["high"], values.get("step")
+        if low > high:
+            self.problem(path, f"`low <= high` must hold, but got (low={low}, high={high})")
+        if log and low <= 0:
+            self.problem((*path, "low"), f"`log: true` needs low > 0, got low={low}")
+        if log and step is not None:
+            self.problem((*path, "step"), "`step` and `log: true` cannot be used together (Optuna)")
+        if step is not None and step <= 0:
+            self.problem((*path, "step"), f"must be > 0, got {step}")
+        bounds = RANGES.get(dotted)
+        if bounds is not None:
+            for key, v in (("low", low), ("high", high)):
+                if not _in_range(v, bounds):
+                    self.problem((*path, key), f"{dotted} must be {_range_text(bounds)}, got {key}={_fmt(v)}")
+        if len(self.problems) > n_problems:
+            return None
+        return Param(ptype, low=low, high=high, log=log, step=step)
+
+    def cross_checks(self, sections: dict[str, Section]) -> None:
+        model = sections["model"]
+        widths = model.fields.get("widths")
+        if widths is not None:
+            for other in ("stages", "width", "width_growth"):
+                if other in model.fields:
+                    self.problem(("model", other), f"give `widths` (it sets the stages) or {other}, not both")
+        milestones = sections["scheduler"].fields.get("milestones")
+        if isinstance(milestones, tuple) and list(milestones) != sorted(set(milestones)):
+            self.problem(("scheduler", "milestones"), f"must be increasing, got {list(milestones)}")
+
+
+def _coerce(kind: str, value: Any) -> tuple[bool, Any]:
+    if kind.endswith(" | None"):
+        return (True, None) if value is None else _coerce(kind[: -len(" | None")], value)
+    if isinstance(value, bool):
+        return kind == "bool", value
+    if kind == "int":
+        return isinstance(value, int), value
+    if kind == "float":
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        return ok, float(value) if ok else value
+    if kind == "str":
+        return isinstance(value, str), value
+    if kind in ("tuple[int, ...]", "tuple[float, float]") and isinstance(value, list):
+        item = "int" if kind == "tuple[int, ...]" else "float"
+        coerced = [_coerce(item, v) for v in value]
+        ok = all(c[0] for c in coerced) and (kind != "tuple[float, float]" or len(value) == 2)
+        return ok, tuple(c[1] for c in coerced) if ok else value
+    return False, value
+
+
+def _in_range(v: float, bounds: tuple[float | None, float | None, bool, bool]) -> bool:
+    lo, hi, lo_open, hi_open = bounds
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        return False
+    return not (hi is not None and (v > hi or (hi_open and v == hi)))
+
+
+def _range_text(bounds: tuple[float | None, float | None, bool, bool]) -> str:
+    lo, hi, lo_open, hi_open = bounds
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {_fmt(lo)}"
+    return f"in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
+
+
+def _fmt(v: Any) -> str:
+    return repr(list(v)) if isinstance(v, tuple) else repr(v) if not isinstance(v, (int, float)) else f"{v:g}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling
+
+
+def suggest(trial: optuna.Trial, space: Space) -> C.TrialConfig:
+    """Sample one concrete TrialConfig (define-by-run: a branch's parameters exist only when it is chosen)."""
+    values: dict[str, Any] = {name: _sample(section, name, trial) for name, section in space.sections.items()}
+    return C.TrialConfig.from_dict({**values, "metric": space.study.metric})
+
+
+def _sample(section: Section, prefix: str, trial: optuna.Trial) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in section.fields.items():
+        if isinstance(value, Param):
+            out[key] = value.suggest(trial, f"{prefix}.{key}")
+        elif isinstance(value, Section):
+            out[key] = _sample(value, f"{prefix}.{key}", trial)
+        else:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    if section.choose:
+        branch = trial.suggest_categorical(prefix, list(section.choose))
+        out["name"] = branch
+        out.update(_sample(section.choose[branch], f"{prefix}.{branch}", trial))
+    return out
+
+
+def num_classes(data: C.DataConfig) -> int:
+    return {"cifar100": 100, "cifar10": 10}.get(data.dataset, data.synthetic.classes)
+
+
+def _fixed(section: Section) -> dict[str, Any]:
+    return {k: (_fixed(v) if isinstance(v, Section) else v) for k, v in section.fields.items()}
+
+
+def fixed_data(space: Space) -> C.DataConfig:
+    """The data every trial sees (data fields cannot be searched, except augmentation)."""
+    values = _fixed(space.sections["data"])
+    augment = values.get("augment", {})
+    values["augment"] = {k: v for k, v in augment.items() if not isinstance(v, Param)}
+    return C.TrialConfig.from_dict({"data": values}).data
