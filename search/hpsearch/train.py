@@ -1,0 +1,185 @@
+"""train(config, data, on_epoch) -> TrainResult: one trial's training, top to bottom. No Optuna here.
+
+Its only hook is `on_epoch(epoch, metrics)`, called after each epoch's validation; whatever it raises
+(Optuna's TrialPruned, for one) propagates. The host syncs once per epoch: losses and counts are summed on the
+device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import PRECISIONS, TrialConfig
+from .data import DeviceData, normalize, prepare
+from .models import build_model, count_parameters
+from .optim import build_optimizer, build_scheduler
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite: the trial diverged."""
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    best_epoch: int  # 1-based epoch with the best config.metric
+    best_metrics: dict[str, float]  # that epoch's metrics
+    history: list[dict[str, float]]  # metrics of every epoch, in order
+    seconds: float  # wall time of the whole call
+    train_images_per_sec: float  # training images / training seconds (evaluation excluded)
+    num_params: int
+    best_state: dict[str, Tensor] = field(repr=False)  # state dict of the best epoch, cloned to the CPU
+    class_names: tuple[str, ...] = ()
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as torch.device reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a precision on a device; None: plain fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def _autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager[object]:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def train(config: TrialConfig, data: DeviceData | None = None,
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train config's model on config's data; return the best epoch's metrics and weights, and the history."""
+    start = time.perf_counter()
+    tc = config.train
+
+    # ------------------------------------------------------------------------------ seed and device
+    device = resolve_device(tc.device)
+    torch.manual_seed(tc.seed)  # weight init
+    generator = torch.Generator(device=device)
+    generator.manual_seed(tc.seed)  # shuffling and augmentation, drawn on the device
+    channels_last = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+
+    # ------------------------------------------------------------------------------ data
+    data = data if data is not None else prepare(config.data, device)
+    steps_per_epoch = data.steps_per_epoch(tc.batch_size)
+
+    # ------------------------------------------------------------------------------ model
+    model = build_model(config.model, data.num_classes).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    num_params = count_parameters(model)
+
+    # ------------------------------------------------------------------------------ optimizer, schedule, loss
+    optimizer = build_optimizer(config.optimizer, model.parameters(), device)
+    schedule = build_scheduler(config.scheduler, optimizer, tc.epochs, steps_per_epoch, config.metric)
+    criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+
+    # ------------------------------------------------------------------------------ precision
+    dtype = autocast_dtype(tc.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only; bf16 needs none
+
+    # ------------------------------------------------------------------------------ epochs
+    history: list[dict[str, float]] = []
+    best_epoch, best_state = 0, {}
+    train_seconds, train_images = 0.0, 0
+    maximize = config.metric == "val_acc"
+    for epoch in range(1, tc.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen, lr = 0, schedule.lr
+        for x, y in data.train_batches(tc.batch_size, config.data.augment, generator, channels_last):
+            with _autocast(dtype, device):
+                logits = model(x)
+                loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tc.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            lr = schedule.lr  # the lr this step used (a Python float: no sync)
+            schedule.step_batch()
+            loss_sum += loss.detach().float() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+        train_loss, train_correct = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
+        train_seconds += time.perf_counter() - epoch_start
+        train_images += seen
+        if not math.isfinite(train_loss):
+            raise NonFiniteLoss(
+                f"training loss is {train_loss} in epoch {epoch}: the run diverged; try a lower "
+                f"optimizer.lr (now {config.optimizer.lr:g}) or set train.grad_clip (e.g. 1.0)"
+            )
+
+        # -------------------------------------------------------------------------- validation
+        val = evaluate(model, data.val_x, data.val_y, data.mean, data.std, tc.eval_batch_size, device,
+                       tc.precision, channels_last)
+        metrics = {"epoch": float(epoch), "train_loss": train_loss / seen, "train_acc": train_correct / seen,
+                   "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+                   "seconds": time.perf_counter() - epoch_start}
+        history.append(metrics)
+        schedule.step_epoch(metrics)
+        value, best = metrics[config.metric], (history[best_epoch - 1][config.metric] if best_epoch else None)
+        if best is None or (value > best if maximize else value < best):
+            best_epoch = epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)  # may raise (pruning): it propagates
+
+    return TrainResult(
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        best_metrics=dict(history[best_epoch - 1]) if best_epoch else {},
+        history=history,
+        seconds=time.perf_counter() - start,
+        train_images_per_sec=train_images / train_seconds if train_seconds > 0 else 0.0,
+        num_params=num_params,
+        best_state=best_state,
+        class_names=data.class_names,
+    )
+
+
+def evaluate(model: nn.Module, x_uint8: Tensor, y: Tensor, mean: Tensor, std: Tensor, batch_size: int,
+             device: torch.device, precision: str, channels_last: bool) -> dict[str, float]:
+    """{"acc": top-1, "top5": top-5 (fractions 0..1), "loss": mean cross-entropy} of uint8 NCHW images.
+
+    Inference mode, large batches, sums kept on the device and one host sync; leaves the model in eval mode.
+    """
+    if len(y) == 0:
+        raise ValueError("evaluate: no images")
+    device = torch.device(device)
+    dtype = autocast_dtype(precision, device)
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-1 correct, top-5 correct
+    with torch.inference_mode(), _autocast(dtype, device):
+        for i in range(0, len(y), batch_size):
+            xb = x_uint8[i : i + batch_size].to(device, non_blocking=True)
+            xb = normalize(xb, mean, std, channels_last)
+            yb = y[i : i + batch_size].to(device, non_blocking=True)
+            logits = model(xb).float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            loss = F.cross_entropy(logits, yb, reduction="sum")
+            top1, top5 = (top[:, 0] == yb).sum(), (top == yb[:, None]).any(1).sum()
+            sums += torch.stack([loss, top1.float(), top5.float()]).double()
+    loss, top1, top5 = (sums / len(y)).tolist()  # the one host sync
+    return {"acc": top1, "loss": loss, "top5": top5}
