@@ -1,0 +1,255 @@
+"""The `hpsearch` command: run, validate, sample.
+
+Bad input of any kind ends with one message on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import textwrap
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from . import __version__
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpsearch", formatter_class=_Formatter,
+        description="Hyperparameter search for image classifiers: a YAML search space, an Optuna study, "
+                    "on-device training.",
+        epilog="example:\n  hpsearch run spaces/smoke.yaml --trials 10\n\n"
+               "Run `hpsearch VERB --help` for a verb's options and a worked example.")
+    parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    run = verbs.add_parser(
+        "run", formatter_class=_Formatter, help="search: sample, train and prune trials into a study",
+        description="Sample configurations from SPACE, train each, prune poor ones early, and record everything "
+                    "in the study's storage. Rerunning the same command resumes the study and adds trials.",
+        epilog=textwrap.dedent("""\
+            examples:
+              hpsearch run spaces/smoke.yaml --trials 10
+              hpsearch run spaces/cifar100.yaml --trials 50 --data-root ~/datasets
+              hpsearch run spaces/cifar100.yaml --trials 1 --set train.epochs=1 --set data.train_limit=5000 \\
+                  --study cifar100-quick
+              hpsearch run spaces/cifar100.yaml --storage postgresql://user@db-host/hpsearch --trials 20"""))
+    _space_args(run)
+    run.add_argument("--trials", type=_positive_int, default=None, metavar="N",
+                     help="trials to add in this run (default: no limit; stop with --timeout or Ctrl-C)")
+    run.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
+                     help="stop starting new trials after this many seconds")
+    run.add_argument("--storage", metavar="URL", help="RDB URL (default: study.storage, else "
+                                                      "sqlite:///studies/<name>.db)")
+    run.add_argument("--study", metavar="NAME", help="study name (default: study.name, else the file's name)")
+
+    validate = verbs.add_parser(
+        "validate", formatter_class=_Formatter, help="check space files and report every problem",
+        description="Check each SPACE file; print every problem with file, line, key path, the bad value and "
+                    "the valid options. Exit status 0 when all are valid, 2 otherwise.",
+        epilog="example:\n  hpsearch validate spaces/*.yaml")
+    validate.add_argument("spaces", nargs="+", metavar="SPACE")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a value before checking (repeatable)")
+
+    sample = verbs.add_parser(
+        "sample", formatter_class=_Formatter, help="print sampled configurations without training",
+        description="Draw K configurations from SPACE with its sampler and print each one's searched values and "
+                    "its model's parameter count. Nothing is trained or stored.",
+        epilog="example:\n  hpsearch sample spaces/cifar100.yaml -n 3\n  hpsearch sample spaces/smoke.yaml "
+               "-n 1 --full")
+    _space_args(sample, data_root=False)
+    sample.add_argument("-n", type=_positive_int, default=5, metavar="K", help="how many (default 5)")
+    sample.add_argument("--full", action="store_true", help="print every field of each configuration")
+    return parser
+
+
+def _space_args(p: argparse.ArgumentParser, data_root: bool = True) -> None:
+    p.add_argument("space", metavar="SPACE", help="search-space YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any value of the space, e.g. --set train.epochs=5 (repeatable)")
+    if data_root:
+        p.add_argument("--data-root", metavar="DIR", help="folder holding cifar100.npz or cifar-100-python/ "
+                                                          "(overrides data.root)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .study import StudyError
+    from .yamlfile import SpaceError
+
+    try:
+        return int(_VERBS[args.verb](args))
+    except SpaceError as exc:
+        n = len(exc.problems)
+        print(f"{exc}\nhpsearch: {n} problem{'s' if n != 1 else ''} in the space; nothing was run",
+              file=sys.stderr)
+    except (StudyError, DataError, CheckpointError) as exc:
+        print(f"hpsearch: error: {exc}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Verbs
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .space import load_space
+
+    overrides = list(args.overrides)
+    if getattr(args, "data_root", None):
+        overrides.append(f"data.root={json.dumps(args.data_root)}")
+    return load_space(args.space, overrides)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .space import load_space
+    from .yamlfile import SpaceError
+
+    bad = 0
+    for path in args.spaces:
+        try:
+            space = load_space(path, args.overrides)
+        except SpaceError as exc:
+            bad += 1
+            print(exc, file=sys.stderr)
+            continue
+        params = space.params()
+        print(f"{path}: valid; study {space.study.name!r}, {len(params)} searched: {', '.join(params) or 'none'}")
+    if bad:
+        print(f"hpsearch: {bad} of {len(args.spaces)} space files have problems", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import optuna
+    import yaml
+
+    from .models import build_model, count_parameters
+    from .space import num_classes, suggest
+    from .study import make_sampler
+
+    space = _load(args)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=space.study.direction, sampler=make_sampler(space))
+    for i in range(args.n):
+        trial = study.ask()
+        config = suggest(trial, space)
+        n_params = count_parameters(build_model(config.model, num_classes(config.data)))
+        print(f"# sample {i + 1}: {n_params:,} parameters")
+        shown = config.to_dict() if args.full else trial.params
+        print(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False).rstrip() or "{}  # nothing searched")
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # keeps the sampler's state moving
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from .data import prepare
+    from .objective import Objective, TrialFailed
+    from .progress import Progress
+    from .study import artifact_dir, artifact_store, create_or_resume, redact, storage_url
+    from .train import resolve_device
+
+    space = _load(args)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
+    url = storage_url(space, args.storage)
+    data_config = space.fixed_data()
+    device = resolve_device(space.fixed_train_device())
+    print(f"hpsearch: loading {data_config.dataset} onto {device} ...", file=sys.stderr)
+    prepare(data_config, device)  # missing data fails here, before any study is touched
+    study = create_or_resume(space, url, args.study)
+    name = study.study_name
+    before = len(study.trials)
+    print(f"hpsearch: study {name!r} in {redact(url)} ({before} trials so far); device {device}", file=sys.stderr)
+
+    progress = Progress(space)
+    objective = Objective(space, artifact_store(url, name), on_epoch=progress.epoch)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupted = False
+    try:
+        study.optimize(objective, n_trials=args.trials, timeout=args.timeout, catch=(TrialFailed,),
+                       callbacks=[progress.finished])
+    except KeyboardInterrupt as exc:
+        interrupted = True
+        progress.close()
+        print(f"\nhpsearch: interrupted ({exc or 'Ctrl-C'}); the running trial is recorded as failed, "
+              "the study is intact. Rerun the same command to continue.", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    _summary(study, space, args, url, before, artifact_dir(url, name))
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before: int, artifacts: Any) -> None:
+    import optuna
+
+    from .study import redact
+
+    trials = study.trials[before:]
+    states = {s.name: sum(1 for t in trials if t.state == s) for s in optuna.trial.TrialState}
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items() if n)
+    print(f"\n{len(trials)} trials this run ({counts or 'none'}); {len(study.trials)} in the study")
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("no completed trial yet")
+        return
+    print(f"best: trial {best.number}, {space.study.metric}={best.value:.4f} "
+          f"(epoch {best.user_attrs.get('best_epoch', '?')})")
+    for key, value in best.params.items():
+        print(f"  {key}: {value}")
+    where = args.space if not args.storage and not args.study else \
+        f"--storage {redact(url)} --study {study.study_name}"
+    print("\nnext:")
+    print(f"  optuna-dashboard {redact(url)} --artifact-dir {artifacts}")
+    print(f"  hpsearch run {args.space} --trials 20{' --study ' + args.study if args.study else ''}"
+          f"{' --storage ' + redact(url) if args.storage else ''}   # add trials")
+    del where
+
+
+_VERBS = {"run": cmd_run, "validate": cmd_validate, "sample": cmd_sample}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
