@@ -1,21 +1,30 @@
 """Checkpoints: self-describing files written atomically and read with weights-only loading.
 
-A checkpoint carries the state dict and the TrialConfig that built the model, so it rebuilds without the space file.
+A checkpoint carries the state dict and the TrialConfig that built the model, so it rebuilds without the space file:
+`load_checkpoint(path)`. `export` also writes it as TorchScript or a torch.export program, which run with torch alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
+from torch import nn
 
 from .config import TrialConfig
 
 FORMAT = "hpsearch-checkpoint"
 VERSION = 1
+EXPORT_FORMATS = ("checkpoint", "torchscript", "exported")  # hpsearch's own file | torch.jit | torch.export
+METADATA_FILE = "hpsearch.json"  # the extra file inside a torchscript or exported archive: class names, config, ...
 
 
 class CheckpointError(Exception):
@@ -45,15 +54,26 @@ def make_payload(state_dict: dict[str, torch.Tensor], config: TrialConfig, metri
 
 def save(payload: dict[str, Any], path: str | Path) -> Path:
     """Write atomically: a temporary file in the same folder, fsynced, then renamed over `path`."""
+    return _write_atomic(path, lambda f: torch.save(payload, f))
+
+
+def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """write(file) into a temporary file beside `path`, fsync, rename; CheckpointError when the place is unusable."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -65,12 +85,20 @@ def load_payload(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    kind = _exported_kind(path)
+    if kind is not None:
+        loader = "torch.jit.load(path)" if kind == "torchscript" else "torch.export.load(path).module()"
+        what = "TorchScript model" if kind == "torchscript" else "torch.export program"
+        raise CheckpointError(f"{path} is a {what} for running without hpsearch ({loader}); hpsearch reads "
+                              "the checkpoint file: hpsearch export SPACE --out best.pt (the default --format)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's hints about other archive kinds; our message says it all
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first} (a corrupt file, or one holding code, "
-                              "which weights-only loading refuses)") from None
+        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} ({first}): a corrupt or truncated file, or one holding "
+                              "code, which weights-only loading refuses; write it again with hpsearch export") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an hpsearch checkpoint (no '{FORMAT}' marker)")
     try:
@@ -78,3 +106,123 @@ def load_payload(path: str | Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has an unreadable config: {exc}") from None
     return payload
+
+
+def _exported_kind(path: Path) -> str | None:
+    """'torchscript' or 'exported' for the files `export` writes in those formats, else None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if not any(n.endswith(f"/extra/{METADATA_FILE}") for n in names):
+        return None
+    return "exported" if any(n.endswith("/archive_format") for n in names) else "torchscript"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading a model back
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A checkpoint's model, rebuilt in eval mode, with everything needed to use it."""
+
+    model: nn.Module  # in eval mode, on the device it was loaded to
+    config: TrialConfig  # the trial's whole configuration
+    metric: str  # what `value` measures: val_acc, val_loss (a search) or test_acc (hpsearch retrain)
+    value: float
+    trial: int | None  # the trial number in its study
+    study: str | None
+    epoch: int | None  # the epoch whose weights these are
+    class_names: tuple[str, ...]
+    mean: torch.Tensor  # (3,) input normalisation of the training split, 0..1 scale
+    std: torch.Tensor
+    payload: dict[str, Any]  # the file's contents as read
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW (0..255) or float NCHW (0..1) images -> the normalised float input the model expects."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        return (x - mean[:, None, None]) / std[:, None, None]
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild a checkpoint's model in eval mode without the space file (weights-only loading: no code runs)."""
+    return from_payload(load_payload(path), str(path), device)
+
+
+def from_payload(payload: dict[str, Any], source: str = "the checkpoint",
+                 device: str | torch.device = "cpu") -> Checkpoint:
+    """The Checkpoint of a payload (as make_payload builds it); CheckpointError naming `source` when unusable."""
+    from .models import build_model
+
+    config = TrialConfig.from_dict(payload["config"])
+    names = tuple(payload.get("class_names") or ())
+    if not names or payload.get("mean") is None or payload.get("std") is None:
+        raise CheckpointError(f"{source} lacks class names or the input mean/std; it cannot be used for inference")
+    try:
+        model = build_model(config.model, len(names))
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{source}: the weights do not fit the model its config describes: {first}") from None
+    model.to(torch.device(device)).eval()
+    return Checkpoint(model=model, config=config, metric=str(payload["metric"]), value=float(payload["value"]),
+                      trial=payload.get("trial"), study=payload.get("study"), epoch=payload.get("epoch"),
+                      class_names=names, mean=torch.tensor(payload["mean"], dtype=torch.float32),
+                      std=torch.tensor(payload["std"], dtype=torch.float32), payload=payload)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Export
+
+
+class Classifier(nn.Module):
+    """The model with its input normalisation inside: float NCHW images in 0..1 in, class logits out."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.reshape(1, 3, 1, 1).clone())
+        self.register_buffer("std", std.reshape(1, 3, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def metadata(ckpt: Checkpoint) -> dict[str, Any]:
+    """What an exported file says about itself (stored beside the graph as hpsearch.json)."""
+    return {"format": FORMAT, "version": VERSION, "input": "float32 NCHW images of 32x32 RGB pixels in 0..1",
+            "output": "class logits", "class_names": list(ckpt.class_names), "metric": ckpt.metric,
+            "value": ckpt.value, "trial": ckpt.trial, "study": ckpt.study, "epoch": ckpt.epoch,
+            "mean": ckpt.mean.tolist(), "std": ckpt.std.tolist(), "config": ckpt.config.to_dict()}
+
+
+def export(source: str | Path, out: str | Path, fmt: str = "checkpoint") -> Path:
+    """Write the checkpoint at `source` to `out` as hpsearch's own file, TorchScript or a torch.export program.
+
+    TorchScript (torch.jit.load) and exported (torch.export.load(...).module()) files need only torch: they take
+    float images in 0..1, normalise them inside, and carry hpsearch.json (class names, config, metric).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise CheckpointError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
+    if fmt == "checkpoint":
+        payload = load_payload(source)
+        load_checkpoint(source)  # the weights must build their model before we hand the file on
+        return save(payload, out)
+    ckpt = load_checkpoint(source)
+    net = Classifier(ckpt.model, ckpt.mean, ckpt.std).eval()
+    example = torch.rand(2, 3, 32, 32)
+    extra = {METADATA_FILE: json.dumps(metadata(ckpt))}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices: the user asked for this format by name
+        if fmt == "torchscript":
+            scripted = torch.jit.trace(net, example)
+            return _write_atomic(out, lambda f: torch.jit.save(scripted, f, _extra_files=extra))
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+        return _write_atomic(out, lambda f: torch.export.save(program, f, extra_files=extra))
