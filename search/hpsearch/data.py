@@ -280,15 +280,21 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor, channels_last: bool) -> Tens
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
-def prepare(cfg: DataConfig, device: torch.device) -> DeviceData:
-    """Load, split and move to the device; cached per process: every trial of a worker reuses the tensors."""
-    return _prepare_cached(dataclasses.replace(cfg, augment=AugmentConfig()), torch.device(device))
+def prepare(cfg: DataConfig, device: torch.device, include_val: bool = False) -> DeviceData:
+    """Load, split and move to the device; cached per process: every trial of a worker reuses the tensors.
+
+    include_val: the final fit after a search (hpsearch retrain) trains on train+validation; the validation images
+    stay as `val_x` for monitoring only, since they are now seen in training.
+    """
+    return _prepare_cached(dataclasses.replace(cfg, augment=AugmentConfig()), torch.device(device), include_val)
 
 
 @functools.lru_cache(maxsize=2)  # a worker uses one data config; two covers a switch without hoarding memory
-def _prepare_cached(cfg: DataConfig, device: torch.device) -> DeviceData:
+def _prepare_cached(cfg: DataConfig, device: torch.device, include_val: bool = False) -> DeviceData:
     raw = load_arrays(cfg)
     train_idx, val_idx = stratified_split(raw.y_train, cfg.val_size, cfg.train_limit, cfg.split_seed)
+    if include_val:
+        train_idx = np.sort(np.concatenate([train_idx, val_idx]))
     x_train = raw.x_train[train_idx]
     mean, std = _channel_stats(x_train)
     return DeviceData(

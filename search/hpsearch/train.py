@@ -39,6 +39,7 @@ class TrainResult:
     num_params: int
     best_state: dict[str, Tensor] = field(repr=False)  # state dict of the best epoch, cloned to the CPU
     class_names: tuple[str, ...] = ()
+    final_state: dict[str, Tensor] = field(default_factory=dict, repr=False)  # after the last epoch (retrain)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -156,6 +157,7 @@ def train(config: TrialConfig, data: DeviceData | None = None,
         num_params=num_params,
         best_state=best_state,
         class_names=data.class_names,
+        final_state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
     )
 
 
