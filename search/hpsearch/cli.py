@@ -1,4 +1,4 @@
-"""The `hpsearch` command: run, validate, sample.
+"""The `hpsearch` command: run, validate, sample; and the results verbs of cli_results.py (report, export, ...).
 
 Bad input of any kind ends with one message on stderr and exit status 2, never a traceback.
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_results
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     _space_args(sample, data_root=False)
     sample.add_argument("-n", type=_positive_int, default=5, metavar="K", help="how many (default 5)")
     sample.add_argument("--full", action="store_true", help="print every field of each configuration")
+    cli_results.add_parsers(verbs, _Formatter)
     return parser
 
 
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = len(exc.problems)
         print(f"{exc}\nhpsearch: {n} problem{'s' if n != 1 else ''} in the space; nothing was run",
               file=sys.stderr)
-    except (StudyError, DataError, CheckpointError) as exc:
+    except (StudyError, DataError, CheckpointError, cli_results.UsageError) as exc:
         print(f"hpsearch: error: {exc}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -242,13 +243,14 @@ def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before:
     where = args.space if not args.storage and not args.study else \
         f"--storage {redact(url)} --study {study.study_name}"
     print("\nnext:")
+    print(f"  hpsearch report {where} --plots plots   # the best trials, a summary, plots")
+    print(f"  hpsearch export {where} --out best.pt   # the best trial's checkpoint, for evaluate")
     print(f"  optuna-dashboard {redact(url)} --artifact-dir {artifacts}")
     print(f"  hpsearch run {args.space} --trials 20{' --study ' + args.study if args.study else ''}"
           f"{' --storage ' + redact(url) if args.storage else ''}   # add trials")
-    del where
 
 
-_VERBS = {"run": cmd_run, "validate": cmd_validate, "sample": cmd_sample}
+_VERBS = {"run": cmd_run, "validate": cmd_validate, "sample": cmd_sample, **cli_results.VERBS}
 
 
 if __name__ == "__main__":

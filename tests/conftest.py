@@ -1,0 +1,51 @@
+"""Shared fixtures: one small real search that the results tests (report, export, evaluate, dashboard) read."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpsearch.cli import main
+
+TINY = Path(__file__).resolve().parent / "spaces" / "tiny.yaml"
+# tiny.yaml for 3 epochs under a median pruner: 12 trials end 5 complete, 7 pruned (random sampler, seed 0), and
+# keep_checkpoints: 2 leaves completed trials both with a kept checkpoint and with a removed one.
+SEARCH = ["--trials", "12", "--set", "train.epochs=3",
+          "--set", "study.pruner={name: median, n_startup_trials: 3, n_warmup_steps: 1}"]
+
+
+@dataclass(frozen=True)
+class Searched:
+    folder: Path
+    url: str  # sqlite:///<folder>/tiny.db
+    name: str  # the study name, "tiny"
+    artifacts: Path  # <folder>/tiny/artifacts
+
+    def study(self) -> optuna.Study:
+        return optuna.load_study(study_name=self.name, storage=self.url)
+
+    def where(self) -> list[str]:
+        return ["--storage", self.url, "--study", self.name]
+
+
+def _searched(folder: Path) -> Searched:
+    return Searched(folder, f"sqlite:///{folder / 'tiny.db'}", "tiny", folder / "tiny" / "artifacts")
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
+    """The search, run once per session with `hpsearch run`; do not change it (use searched_copy for that)."""
+    found = _searched(tmp_path_factory.mktemp("searched"))
+    assert main(["run", str(TINY), "--storage", found.url, *SEARCH]) == 0
+    return found
+
+
+@pytest.fixture
+def searched_copy(searched: Searched, tmp_path: Path) -> Searched:
+    """A private copy of the search (database and artifacts), for tests that remove or break things."""
+    shutil.copytree(searched.folder, tmp_path / "copy")
+    return _searched(tmp_path / "copy")
