@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import textwrap
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 from . import __version__
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -44,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
               hpsearch run spaces/cifar100.yaml --trials 50 --data-root ~/datasets
               hpsearch run spaces/cifar100.yaml --trials 1 --set train.epochs=1 --set data.train_limit=5000 \\
                   --study cifar100-quick
+              hpsearch run spaces/cifar100.yaml --trials 40 --workers 4 --gpus 0,1
               hpsearch run spaces/cifar100.yaml --storage postgresql://user@db-host/hpsearch --trials 20"""))
     _space_args(run)
     run.add_argument("--trials", type=_positive_int, default=None, metavar="N",
@@ -53,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", metavar="URL", help="RDB URL (default: study.storage, else "
                                                       "sqlite:///studies/<name>.db)")
     run.add_argument("--study", metavar="NAME", help="study name (default: study.name, else the file's name)")
+    run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                     help="worker processes on this study (default 1); --trials is the total across them")
+    run.add_argument("--gpus", metavar="IDS", help="CUDA devices to deal the workers over, e.g. 0,1 "
+                                                    "(several workers per GPU allowed)")
 
     validate = verbs.add_parser(
         "validate", formatter_class=_Formatter, help="check space files and report every problem",
@@ -106,19 +108,29 @@ def _positive_float(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return int(_VERBS[args.verb](args))
+    except Exception as exc:
+        code = report_error(exc)
+        if code is None:
+            raise
+        return code
+
+
+def report_error(exc: Exception) -> int | None:
+    """Print a user's error as one message and return exit status 2; None for anything else (a bug)."""
     from .checkpoint import CheckpointError
     from .data import DataError
     from .study import StudyError
     from .yamlfile import SpaceError
 
-    try:
-        return int(_VERBS[args.verb](args))
-    except SpaceError as exc:
+    if isinstance(exc, SpaceError):
         n = len(exc.problems)
-        print(f"{exc}\nhpsearch: {n} problem{'s' if n != 1 else ''} in the space; nothing was run",
-              file=sys.stderr)
-    except (StudyError, DataError, CheckpointError) as exc:
+        print(f"{exc}\nhpsearch: {n} problem{'s' if n != 1 else ''} in the space; nothing was run", file=sys.stderr)
+    elif isinstance(exc, (StudyError, DataError, CheckpointError)):
         print(f"hpsearch: error: {exc}", file=sys.stderr)
+    else:
+        return None
     return EXIT_BAD_INPUT
 
 
@@ -180,45 +192,48 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import optuna
 
-    from .data import prepare
-    from .objective import Objective, TrialFailed
-    from .progress import Progress
-    from .study import artifact_dir, artifact_store, create_or_resume, redact, storage_url
-    from .train import resolve_device
+    from .runner import Plan, run
+    from .study import artifact_dir, create_or_resume, redact, storage_url
 
     space = _load(args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
     url = storage_url(space, args.storage)
+    gpus = _check_gpus(args.gpus)
     data_config = space.fixed_data()
-    device = resolve_device(space.fixed_train_device())
-    print(f"hpsearch: loading {data_config.dataset} onto {device} ...", file=sys.stderr)
-    prepare(data_config, device)  # missing data fails here, before any study is touched
+    print(f"hpsearch: loading {data_config.dataset} ...", file=sys.stderr)
+    if args.workers == 1:
+        from .data import prepare
+        from .train import resolve_device
+
+        prepare(data_config, resolve_device(space.fixed_train_device()))  # reused by the trials below
+    else:
+        from .data import load_arrays
+
+        load_arrays(data_config)  # each worker loads its own copy; check here that there is one to load
+    # Missing data failed above, before any study is touched; the space guard runs once, here.
     study = create_or_resume(space, url, args.study)
-    name = study.study_name
-    before = len(study.trials)
-    print(f"hpsearch: study {name!r} in {redact(url)} ({before} trials so far); device {device}", file=sys.stderr)
-
-    progress = Progress(space)
-    objective = Objective(space, artifact_store(url, name), on_epoch=progress.epoch)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    interrupted = False
-    try:
-        study.optimize(objective, n_trials=args.trials, timeout=args.timeout, catch=(TrialFailed,),
-                       callbacks=[progress.finished])
-    except KeyboardInterrupt as exc:
-        interrupted = True
-        progress.close()
-        print(f"\nhpsearch: interrupted ({exc or 'Ctrl-C'}); the running trial is recorded as failed, "
-              "the study is intact. Rerun the same command to continue.", file=sys.stderr)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-    _summary(study, space, args, url, before, artifact_dir(url, name))
-    return EXIT_INTERRUPTED if interrupted else 0
+    name, before = study.study_name, len(study.trials)
+    workers = f"; {args.workers} workers" if args.workers > 1 else ""
+    print(f"hpsearch: study {name!r} in {redact(url)} ({before} trials so far){workers}", file=sys.stderr)
+    code = run(Plan(space, url, name, args.trials, args.timeout, args.workers, gpus))
+    _summary(study, space, args, url, before, artifact_dir(url, name))  # study.trials reads the storage anew
+    return code
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+def _check_gpus(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    import torch
+
+    ids = tuple(t.strip() for t in text.split(","))
+    available = torch.cuda.device_count()
+    bad = [i for i in ids if not i.isdigit() or int(i) >= available]
+    if bad:
+        from .study import StudyError
+
+        raise StudyError(f"--gpus {text}: no CUDA device {', '.join(bad)} here (devices: "
+                         f"{', '.join(map(str, range(available))) or 'none'}); give ids like 0,1")
+    return ids
 
 
 def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before: int, artifacts: Any) -> None:
@@ -239,13 +254,10 @@ def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before:
           f"(epoch {best.user_attrs.get('best_epoch', '?')})")
     for key, value in best.params.items():
         print(f"  {key}: {value}")
-    where = args.space if not args.storage and not args.study else \
-        f"--storage {redact(url)} --study {study.study_name}"
     print("\nnext:")
     print(f"  optuna-dashboard {redact(url)} --artifact-dir {artifacts}")
     print(f"  hpsearch run {args.space} --trials 20{' --study ' + args.study if args.study else ''}"
           f"{' --storage ' + redact(url) if args.storage else ''}   # add trials")
-    del where
 
 
 _VERBS = {"run": cmd_run, "validate": cmd_validate, "sample": cmd_sample}

@@ -96,6 +96,8 @@ class Objective:
             "train_seconds": round(result.seconds, 3),
             "images_per_sec": round(result.train_images_per_sec, 1),
             "params": result.num_params,
+            "flops_per_image": result.flops_per_image,  # forward + backward of one training image
+            "tflops": round(result.flops_per_image * result.train_images_per_sec / 1e12, 4),  # achieved, training
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
