@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -74,6 +75,30 @@ def _parser() -> argparse.ArgumentParser:
     _space_args(sample, data_root=False)
     sample.add_argument("-n", type=_positive_int, default=5, metavar="K", help="how many (default 5)")
     sample.add_argument("--full", action="store_true", help="print every field of each configuration")
+
+    bench = verbs.add_parser(
+        "bench", formatter_class=_Formatter, help="benchmark the training loop and a run's overhead",
+        description="Train the same model at the same batch size for a fixed number of steps with hpsearch's loop "
+                    "and with the plain torchvision loop (PIL transforms, DataLoader workers, fp32), and print "
+                    "train images/s of each and their ratio. With --overhead SPACE, run that search instead and "
+                    "report start-up time, per-trial overhead and trials/hour for each --workers count.",
+        epilog=textwrap.dedent("""\
+            examples:
+              hpsearch bench --data-root ~/datasets --batch-size 512
+              hpsearch bench --models cnn6 --steps 2 --warmup 1 --batch-size 16      # seconds, synthetic data
+              hpsearch bench --overhead spaces/smoke.yaml --trials 20 --workers 1,2,4"""))
+    bench.add_argument("--models", default="cnn6,resnet18", help="comma-separated: cnn6, resnet18")
+    bench.add_argument("--batch-size", type=_positive_int, default=512)
+    bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per loop (default 20)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    bench.add_argument("--data-root", metavar="DIR", help="folder with cifar100.npz or cifar-100-python/ "
+                                                          "(default: synthetic CIFAR-shaped data)")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    bench.add_argument("--loader-workers", type=int, default=min(4, os.cpu_count() or 1),
+                       help="DataLoader workers of the plain loop (default: min(4, cores))")
+    bench.add_argument("--overhead", metavar="SPACE", help="measure a search's start-up and overhead instead")
+    bench.add_argument("--trials", type=_positive_int, default=10, help="with --overhead: trials per run")
+    bench.add_argument("--workers", default="1", help="with --overhead: worker counts to try, e.g. 1,2,4")
     return parser
 
 
@@ -260,7 +285,28 @@ def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before:
           f"{' --storage ' + redact(url) if args.storage else ''}   # add trials")
 
 
-_VERBS = {"run": cmd_run, "validate": cmd_validate, "sample": cmd_sample}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+    from .study import StudyError
+
+    if args.overhead:
+        try:
+            counts = [int(w) for w in args.workers.split(",")]
+        except ValueError:
+            raise StudyError(f"--workers {args.workers}: expected counts like 1,2,4") from None
+        for n in counts:
+            bench.overhead(args.overhead, args.trials, n)
+        return 0
+    models = [m.strip() for m in args.models.split(",")]
+    unknown = [m for m in models if m not in bench.MODELS]
+    if unknown:
+        raise StudyError(f"--models: unknown {', '.join(unknown)}; known: {', '.join(bench.MODELS)}")
+    bench.compare(models, args.data_root, args.batch_size, args.steps, max(0, args.warmup), args.device,
+                  max(0, args.loader_workers))
+    return 0
+
+
+_VERBS = {"run": cmd_run, "validate": cmd_validate, "sample": cmd_sample, "bench": cmd_bench}
 
 
 if __name__ == "__main__":
