@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 def test_both_loops_train_the_same_model_and_report_images_per_second() -> None:
     lines: list[str] = []
     rows = bench.compare(["cnn6"], None, batch_size=8, steps=2, warmup=1, device_name="cpu", loader_workers=0,
-                         out=lines.append)
+                         repeats=1, out=lines.append)
     assert [(r.loop, r.model) for r in rows] == [("hpsearch", "cnn6"), ("plain", "cnn6")]
     assert all(r.images_per_sec > 0 and r.tflops > 0 for r in rows)
     assert lines[-1].startswith("cnn6") and lines[-1].count("x") >= 1
@@ -43,7 +43,7 @@ def test_overhead_mode_runs_a_real_search(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_bench_verb_and_its_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--models", "cnn6", "--steps", "1", "--warmup", "0", "--batch-size", "4",
+    assert main(["bench", "--models", "cnn6", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--repeats", "1",
                  "--loader-workers", "0", "--device", "cpu"]) == 0
     assert "hpsearch img/s" in capsys.readouterr().out
     assert main(["bench", "--models", "vgg"]) == 2

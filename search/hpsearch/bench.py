@@ -163,22 +163,31 @@ def _result(loop: str, model_name: str, num_classes: int, images_per_sec: float)
 
 
 def compare(models: list[str], data_root: str | None, batch_size: int, steps: int, warmup: int, device_name: str,
-            loader_workers: int, out: Callable[[str], None] = print) -> list[LoopResult]:
-    """Both loops for each model, one after the other in this process; prints a table and returns the rows."""
+            loader_workers: int, repeats: int = 3, out: Callable[[str], None] = print) -> list[LoopResult]:
+    """Both loops for each model, alternating (a, b, a, b, ...) `repeats` times in this process, so that a noisy
+    machine slows both alike; prints the median images/s of each and their ratio, and returns the median rows."""
     device = resolve_device(device_name)
     data_cfg = data_config(data_root, synthetic_size=max(2 * batch_size * (steps + warmup), 2000))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     out(f"# {datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}  {name}  data {data_cfg.dataset}  "
-        f"batch {batch_size}  {steps} steps after {warmup} warm-up  plain loop: {loader_workers} loader workers")
+        f"batch {batch_size}  {steps} steps after {warmup} warm-up, median of {repeats}  "
+        f"plain loop: {loader_workers} loader workers")
     out(f"{'model':<10} {'hpsearch img/s':>15} {'plain img/s':>12} {'ratio':>7} {'hpsearch TFLOP/s':>17}")
     rows = []
     for model_name in models:
-        a = hpsearch_loop(model_name, data_cfg, batch_size, steps, warmup, device)
-        b = plain_loop(model_name, data_cfg, batch_size, steps, warmup, device, loader_workers)
+        runs: dict[str, list[LoopResult]] = {"hpsearch": [], "plain": []}
+        for _ in range(repeats):
+            runs["hpsearch"].append(hpsearch_loop(model_name, data_cfg, batch_size, steps, warmup, device))
+            runs["plain"].append(plain_loop(model_name, data_cfg, batch_size, steps, warmup, device, loader_workers))
+        a, b = (_median(runs[k]) for k in ("hpsearch", "plain"))
         out(f"{model_name:<10} {a.images_per_sec:>15,.0f} {b.images_per_sec:>12,.0f} "
             f"{a.images_per_sec / b.images_per_sec:>6.2f}x {a.tflops:>17.3f}")
         rows += [a, b]
     return rows
+
+
+def _median(results: list[LoopResult]) -> LoopResult:
+    return sorted(results, key=lambda r: r.images_per_sec)[len(results) // 2]
 
 
 # --------------------------------------------------------------------------------------------------- overhead

@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=_positive_int, default=512)
     bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per loop (default 20)")
     bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    bench.add_argument("--repeats", type=_positive_int, default=3,
+                       help="alternate the two loops this many times and take medians (default 3)")
     bench.add_argument("--data-root", metavar="DIR", help="folder with cifar100.npz or cifar-100-python/ "
                                                           "(default: synthetic CIFAR-shaped data)")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -302,7 +304,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if unknown:
         raise StudyError(f"--models: unknown {', '.join(unknown)}; known: {', '.join(bench.MODELS)}")
     bench.compare(models, args.data_root, args.batch_size, args.steps, max(0, args.warmup), args.device,
-                  max(0, args.loader_workers))
+                  max(0, args.loader_workers), args.repeats)
     return 0
 
 
