@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 from . import __version__, cli_results
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -44,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
               hpsearch run spaces/cifar100.yaml --trials 50 --data-root ~/datasets
               hpsearch run spaces/cifar100.yaml --trials 1 --set train.epochs=1 --set data.train_limit=5000 \\
                   --study cifar100-quick
+              hpsearch run spaces/cifar100.yaml --trials 40 --workers 4 --gpus 0,1
               hpsearch run spaces/cifar100.yaml --storage postgresql://user@db-host/hpsearch --trials 20"""))
     _space_args(run)
     run.add_argument("--trials", type=_positive_int, default=None, metavar="N",
@@ -53,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", metavar="URL", help="RDB URL (default: study.storage, else "
                                                       "sqlite:///studies/<name>.db)")
     run.add_argument("--study", metavar="NAME", help="study name (default: study.name, else the file's name)")
+    run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                     help="worker processes on this study (default 1); --trials is the total across them")
+    run.add_argument("--gpus", metavar="IDS", help="CUDA devices to deal the workers over, e.g. 0,1 "
+                                                    "(several workers per GPU allowed)")
 
     validate = verbs.add_parser(
         "validate", formatter_class=_Formatter, help="check space files and report every problem",
@@ -72,6 +75,32 @@ def _parser() -> argparse.ArgumentParser:
     _space_args(sample, data_root=False)
     sample.add_argument("-n", type=_positive_int, default=5, metavar="K", help="how many (default 5)")
     sample.add_argument("--full", action="store_true", help="print every field of each configuration")
+
+    bench = verbs.add_parser(
+        "bench", formatter_class=_Formatter, help="benchmark the training loop and a run's overhead",
+        description="Train the same model at the same batch size for a fixed number of steps with hpsearch's loop "
+                    "and with the plain torchvision loop (PIL transforms, DataLoader workers, fp32), and print "
+                    "train images/s of each and their ratio. With --overhead SPACE, run that search instead and "
+                    "report start-up time, per-trial overhead and trials/hour for each --workers count.",
+        epilog=textwrap.dedent("""\
+            examples:
+              hpsearch bench --data-root ~/datasets --batch-size 512
+              hpsearch bench --models cnn6 --steps 2 --warmup 1 --batch-size 16      # seconds, synthetic data
+              hpsearch bench --overhead spaces/smoke.yaml --trials 20 --workers 1,2,4"""))
+    bench.add_argument("--models", default="cnn6,resnet18", help="comma-separated: cnn6, resnet18")
+    bench.add_argument("--batch-size", type=_positive_int, default=512)
+    bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per loop (default 20)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    bench.add_argument("--repeats", type=_positive_int, default=3,
+                       help="alternate the two loops this many times and take medians (default 3)")
+    bench.add_argument("--data-root", metavar="DIR", help="folder with cifar100.npz or cifar-100-python/ "
+                                                          "(default: synthetic CIFAR-shaped data)")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    bench.add_argument("--loader-workers", type=int, default=min(4, os.cpu_count() or 1),
+                       help="DataLoader workers of the plain loop (default: min(4, cores))")
+    bench.add_argument("--overhead", metavar="SPACE", help="measure a search's start-up and overhead instead")
+    bench.add_argument("--trials", type=_positive_int, default=10, help="with --overhead: trials per run")
+    bench.add_argument("--workers", default="1", help="with --overhead: worker counts to try, e.g. 1,2,4")
     cli_results.add_parsers(verbs, _Formatter)
     return parser
 
@@ -107,19 +136,29 @@ def _positive_float(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return int(_VERBS[args.verb](args))
+    except Exception as exc:
+        code = report_error(exc)
+        if code is None:
+            raise
+        return code
+
+
+def report_error(exc: Exception) -> int | None:
+    """Print a user's error as one message and return exit status 2; None for anything else (a bug)."""
     from .checkpoint import CheckpointError
     from .data import DataError
     from .study import StudyError
     from .yamlfile import SpaceError
 
-    try:
-        return int(_VERBS[args.verb](args))
-    except SpaceError as exc:
+    if isinstance(exc, SpaceError):
         n = len(exc.problems)
-        print(f"{exc}\nhpsearch: {n} problem{'s' if n != 1 else ''} in the space; nothing was run",
-              file=sys.stderr)
-    except (StudyError, DataError, CheckpointError, cli_results.UsageError) as exc:
+        print(f"{exc}\nhpsearch: {n} problem{'s' if n != 1 else ''} in the space; nothing was run", file=sys.stderr)
+    elif isinstance(exc, (StudyError, DataError, CheckpointError, cli_results.UsageError)):
         print(f"hpsearch: error: {exc}", file=sys.stderr)
+    else:
+        return None
     return EXIT_BAD_INPUT
 
 
@@ -181,45 +220,48 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import optuna
 
-    from .data import prepare
-    from .objective import Objective, TrialFailed
-    from .progress import Progress
-    from .study import artifact_dir, artifact_store, create_or_resume, redact, storage_url
-    from .train import resolve_device
+    from .runner import Plan, run
+    from .study import artifact_dir, create_or_resume, redact, storage_url
 
     space = _load(args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
     url = storage_url(space, args.storage)
+    gpus = _check_gpus(args.gpus)
     data_config = space.fixed_data()
-    device = resolve_device(space.fixed_train_device())
-    print(f"hpsearch: loading {data_config.dataset} onto {device} ...", file=sys.stderr)
-    prepare(data_config, device)  # missing data fails here, before any study is touched
+    print(f"hpsearch: loading {data_config.dataset} ...", file=sys.stderr)
+    if args.workers == 1:
+        from .data import prepare
+        from .train import resolve_device
+
+        prepare(data_config, resolve_device(space.fixed_train_device()))  # reused by the trials below
+    else:
+        from .data import load_arrays
+
+        load_arrays(data_config)  # each worker loads its own copy; check here that there is one to load
+    # Missing data failed above, before any study is touched; the space guard runs once, here.
     study = create_or_resume(space, url, args.study)
-    name = study.study_name
-    before = len(study.trials)
-    print(f"hpsearch: study {name!r} in {redact(url)} ({before} trials so far); device {device}", file=sys.stderr)
-
-    progress = Progress(space)
-    objective = Objective(space, artifact_store(url, name), on_epoch=progress.epoch)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    interrupted = False
-    try:
-        study.optimize(objective, n_trials=args.trials, timeout=args.timeout, catch=(TrialFailed,),
-                       callbacks=[progress.finished])
-    except KeyboardInterrupt as exc:
-        interrupted = True
-        progress.close()
-        print(f"\nhpsearch: interrupted ({exc or 'Ctrl-C'}); the running trial is recorded as failed, "
-              "the study is intact. Rerun the same command to continue.", file=sys.stderr)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-    _summary(study, space, args, url, before, artifact_dir(url, name))
-    return EXIT_INTERRUPTED if interrupted else 0
+    name, before = study.study_name, len(study.trials)
+    workers = f"; {args.workers} workers" if args.workers > 1 else ""
+    print(f"hpsearch: study {name!r} in {redact(url)} ({before} trials so far){workers}", file=sys.stderr)
+    code = run(Plan(space, url, name, args.trials, args.timeout, args.workers, gpus))
+    _summary(study, space, args, url, before, artifact_dir(url, name))  # study.trials reads the storage anew
+    return code
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+def _check_gpus(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    import torch
+
+    ids = tuple(t.strip() for t in text.split(","))
+    available = torch.cuda.device_count()
+    bad = [i for i in ids if not i.isdigit() or int(i) >= available]
+    if bad:
+        from .study import StudyError
+
+        raise StudyError(f"--gpus {text}: no CUDA device {', '.join(bad)} here (devices: "
+                         f"{', '.join(map(str, range(available))) or 'none'}); give ids like 0,1")
+    return ids
 
 
 def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before: int, artifacts: Any) -> None:
@@ -250,7 +292,29 @@ def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before:
           f"{' --storage ' + redact(url) if args.storage else ''}   # add trials")
 
 
-_VERBS = {"run": cmd_run, "validate": cmd_validate, "sample": cmd_sample, **cli_results.VERBS}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+    from .study import StudyError
+
+    if args.overhead:
+        try:
+            counts = [int(w) for w in args.workers.split(",")]
+        except ValueError:
+            raise StudyError(f"--workers {args.workers}: expected counts like 1,2,4") from None
+        for n in counts:
+            bench.overhead(args.overhead, args.trials, n)
+        return 0
+    models = [m.strip() for m in args.models.split(",")]
+    unknown = [m for m in models if m not in bench.MODELS]
+    if unknown:
+        raise StudyError(f"--models: unknown {', '.join(unknown)}; known: {', '.join(bench.MODELS)}")
+    bench.compare(models, args.data_root, args.batch_size, args.steps, max(0, args.warmup), args.device,
+                  max(0, args.loader_workers), args.repeats)
+    return 0
+
+
+_VERBS = {"run": cmd_run, "validate": cmd_validate, "sample": cmd_sample, "bench": cmd_bench,
+          **cli_results.VERBS}
 
 
 if __name__ == "__main__":

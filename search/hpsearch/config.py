@@ -103,6 +103,7 @@ class TrainConfig:
     seed: int = 0  # weights, shuffling and augmentation
     eval_batch_size: int = 1024  # images per evaluation forward pass; no gradients, so it can be large
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
+    compile: bool = False  # torch.compile the model (once per architecture and process); pays off on long GPU runs
 
 
 @dataclass(frozen=True)

@@ -46,17 +46,18 @@ class Objective:
         trial.set_user_attr("config", config.to_dict())
         device = resolve_device(config.train.device)
         data = prepare(config.data, device)
-        epochs_seen = 0
+        epochs_seen, epoch_seconds = 0, 0.0
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            nonlocal epochs_seen
-            epochs_seen = epoch
+            nonlocal epochs_seen, epoch_seconds
+            epochs_seen, epoch_seconds = epoch, epoch_seconds + metrics["seconds"]
             value = metrics[self.metric]
             trial.report(value, epoch)
             if self.on_epoch_hook is not None:
                 self.on_epoch_hook(trial, epoch, metrics)
             if trial.should_prune():
                 trial.set_user_attr("epochs_run", epoch)
+                trial.set_user_attr("epoch_seconds", round(epoch_seconds, 4))
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric}={value:.4f}")
 
         started = time.perf_counter()
@@ -94,8 +95,11 @@ class Objective:
             "best_epoch": result.best_epoch,
             "seconds": round(seconds, 3),
             "train_seconds": round(result.seconds, 3),
+            "epoch_seconds": round(sum(h["seconds"] for h in result.history), 4),  # training + validation
             "images_per_sec": round(result.train_images_per_sec, 1),
             "params": result.num_params,
+            "flops_per_image": result.flops_per_image,  # forward + backward of one training image
+            "tflops": round(result.flops_per_image * result.train_images_per_sec / 1e12, 4),  # achieved, training
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

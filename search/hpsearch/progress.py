@@ -13,14 +13,17 @@ from .space import Space
 
 
 class Progress:
-    def __init__(self, space: Space, stream: Any = None) -> None:
+    def __init__(self, space: Space, stream: Any = None, bars: bool = True, prefix: str = "") -> None:
         self.metric = space.study.metric
         self.stream = stream or sys.stderr
+        self.bars, self.prefix = bars, prefix
         self.bar: tqdm | None = None
         self.bar_trial: int | None = None
 
     def epoch(self, trial: optuna.Trial, epoch: int, metrics: dict[str, float]) -> None:
         """Called by the objective after every epoch of the running trial."""
+        if not self.bars:
+            return
         if self.bar_trial != trial.number:
             self.close()
             total = trial.user_attrs.get("config", {}).get("train", {}).get("epochs")
@@ -39,7 +42,7 @@ class Progress:
     def finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna callback: one line per finished trial."""
         self.close()
-        print(format_trial(trial, self.metric), flush=True)
+        print(self.prefix + format_trial(trial, self.metric), flush=True)
 
 
 def format_trial(trial: FrozenTrial, metric: str) -> str:

@@ -98,16 +98,17 @@ def _quietly(cls: Any, *args: Any, **kwargs: Any) -> Any:
         return cls(*args, **kwargs)
 
 
-def create_or_resume(space: Space, url: str, study_name: str | None = None) -> optuna.Study:
+def create_or_resume(space: Space, url: str, study_name: str | None = None, seed_offset: int = 0) -> optuna.Study:
     """Open the study (creating it on first use) with the space's sampler and pruner.
 
     A study remembers the space it was created from; resuming with a different one is refused, since its trials
-    would not be comparable, with a message that names what changed.
+    would not be comparable, with a message that names what changed. `seed_offset` separates the sampler seeds
+    of workers on one study; the number of trials already there is added, so a resumed run does not repeat one.
     """
     name = study_name or space.study.name
     storage = open_storage(url)
     existing = _existing(storage, name)
-    sampler = make_sampler(space, seed_offset=len(existing.trials) if existing else 0)
+    sampler = make_sampler(space, seed_offset=seed_offset + (len(existing.trials) if existing else 0))
     try:
         direction = optuna.study.StudyDirection[space.study.direction.upper()]
         study = optuna.create_study(storage=storage, study_name=name, direction=direction,

@@ -8,6 +8,7 @@ device.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -17,11 +18,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
-from .config import PRECISIONS, TrialConfig
+from .config import PRECISIONS, ModelConfig, TrialConfig
 from .data import DeviceData, normalize, prepare
 from .models import build_model, count_parameters
-from .optim import build_optimizer, build_scheduler
+from .optim import LRSchedule, build_optimizer, build_scheduler
 
 
 class NonFiniteLoss(Exception):
@@ -37,6 +39,7 @@ class TrainResult:
     seconds: float  # wall time of the whole call
     train_images_per_sec: float  # training images / training seconds (evaluation excluded)
     num_params: int
+    flops_per_image: int  # forward + backward FLOPs of one training image (torch's FLOP counter)
     best_state: dict[str, Tensor] = field(repr=False)  # state dict of the best epoch, cloned to the CPU
     class_names: tuple[str, ...] = ()
     final_state: dict[str, Tensor] = field(default_factory=dict, repr=False)  # after the last epoch (retrain)
@@ -81,20 +84,15 @@ def train(config: TrialConfig, data: DeviceData | None = None,
     data = data if data is not None else prepare(config.data, device)
     steps_per_epoch = data.steps_per_epoch(tc.batch_size)
 
-    # ------------------------------------------------------------------------------ model
+    # ------------------------------------------------------------------------------ model, optimizer, schedule
     model = build_model(config.model, data.num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     num_params = count_parameters(model)
-
-    # ------------------------------------------------------------------------------ optimizer, schedule, loss
+    flops = train_flops_per_image(config.model, data.num_classes)
     optimizer = build_optimizer(config.optimizer, model.parameters(), device)
     schedule = build_scheduler(config.scheduler, optimizer, tc.epochs, steps_per_epoch, config.metric)
-    criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
-
-    # ------------------------------------------------------------------------------ precision
-    dtype = autocast_dtype(tc.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only; bf16 needs none
+    step = Step(model, optimizer, schedule, config, device)
 
     # ------------------------------------------------------------------------------ epochs
     history: list[dict[str, float]] = []
@@ -108,20 +106,10 @@ def train(config: TrialConfig, data: DeviceData | None = None,
         correct = torch.zeros((), dtype=torch.long, device=device)
         seen, lr = 0, schedule.lr
         for x, y in data.train_batches(tc.batch_size, config.data.augment, generator, channels_last):
-            with _autocast(dtype, device):
-                logits = model(x)
-                loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tc.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            lr = schedule.lr  # the lr this step used (a Python float: no sync)
-            schedule.step_batch()
-            loss_sum += loss.detach().float() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            lr = schedule.lr  # the lr this step uses (a Python float: no sync)
+            loss, n_correct = step(x, y)
+            loss_sum += loss * len(y)
+            correct += n_correct
             seen += len(y)
         train_loss, train_correct = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
         train_seconds += time.perf_counter() - epoch_start
@@ -155,10 +143,53 @@ def train(config: TrialConfig, data: DeviceData | None = None,
         seconds=time.perf_counter() - start,
         train_images_per_sec=train_images / train_seconds if train_seconds > 0 else 0.0,
         num_params=num_params,
+        flops_per_image=flops,
         best_state=best_state,
         class_names=data.class_names,
         final_state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
     )
+
+
+class Step:
+    """One optimizer step on a batch: autocast, backward, optional clipping, update, lr schedule.
+
+    Returns the detached loss and the number of correct predictions as device tensors: no host sync. The
+    benchmark times exactly this, so what it measures is what a trial runs.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
+                 config: TrialConfig, device: torch.device) -> None:
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.device, self.grad_clip = device, config.train.grad_clip
+        self.dtype = autocast_dtype(config.train.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)  # bf16 needs none
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
+        # torch.compile: the graph is cached per architecture in this process, so later trials reuse it.
+        self.forward = torch.compile(model) if config.train.compile else model
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        with _autocast(self.dtype, self.device):
+            logits = self.forward(x)
+            loss = self.criterion(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step_batch()
+        return loss.detach().float(), (logits.detach().argmax(1) == y).sum()
+
+
+@functools.lru_cache(maxsize=64)
+def train_flops_per_image(model_config: ModelConfig, num_classes: int) -> int:
+    """Forward + backward FLOPs of one 32x32 training image, counted once per architecture on the CPU."""
+    model = build_model(model_config, num_classes)
+    x = torch.zeros(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return int(counter.get_total_flops() // 2)
 
 
 def evaluate(model: nn.Module, x_uint8: Tensor, y: Tensor, mean: Tensor, std: Tensor, batch_size: int,

@@ -1,0 +1,222 @@
+"""Benchmarks: hpsearch's training loop against the plain torchvision loop, and a run's start-up and overhead.
+
+`hpsearch bench` trains the same model at the same batch size for a fixed number of steps, (a) with the Step and
+DeviceData that every trial uses, (b) the way a user writes it today: a torchvision CIFAR dataset with PIL
+transforms, a DataLoader with workers, fp32, `loss.item()` every step. Warm-up steps are not timed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .config import DataConfig, ModelConfig, OptimizerConfig, SyntheticConfig, TrainConfig, TrialConfig
+from .data import RawData, load_arrays, prepare
+from .models import build_model
+from .optim import build_optimizer, build_scheduler
+from .train import Step, resolve_device, train_flops_per_image
+
+# The models of the speed issue: the 6-layer CNN of the course experiments, and ResNet-18.
+MODELS = {
+    "cnn6": ModelConfig(name="cnn", stages=3, blocks_per_stage=2, widths=(64, 128, 256)),
+    "resnet18": ModelConfig(name="resnet18"),
+}
+OPTIMIZER = OptimizerConfig(name="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+
+@dataclasses.dataclass
+class LoopResult:
+    loop: str  # "hpsearch" or "plain"
+    model: str
+    images_per_sec: float
+    tflops: float  # achieved, from torch's FLOP count of one training image
+
+
+def data_config(data_root: str | None, synthetic_size: int) -> DataConfig:
+    """Real CIFAR-100 under data_root, else a synthetic CIFAR-shaped set of 100 classes."""
+    if data_root:
+        return DataConfig(dataset="cifar100", root=data_root, download=False, val_size=5000)
+    return DataConfig(dataset="synthetic", val_size=1000,
+                      synthetic=SyntheticConfig(size=synthetic_size, test_size=100, classes=100))
+
+
+# --------------------------------------------------------------------------------------------- (a) hpsearch
+def hpsearch_loop(model_name: str, data_cfg: DataConfig, batch_size: int, steps: int, warmup: int,
+                  device: torch.device, precision: str = "auto") -> LoopResult:
+    config = TrialConfig(data=data_cfg, model=MODELS[model_name], optimizer=OPTIMIZER,
+                         train=TrainConfig(batch_size=batch_size, precision=precision, device=str(device)))
+    data = prepare(data_cfg, device)
+    channels_last = device.type == "cuda"
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    model = build_model(config.model, data.num_classes).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config.optimizer, model.parameters(), device)
+    schedule = build_scheduler(config.scheduler, optimizer, 1_000_000, 1, config.metric)
+    step = Step(model, optimizer, schedule, config, device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    model.train()
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield from data.train_batches(batch_size, config.data.augment, generator, channels_last)
+
+    seconds = _timed(batches(), lambda x, y: step(x, y), steps, warmup, device)
+    return _result("hpsearch", model_name, data.num_classes, batch_size * steps / seconds)
+
+
+# ------------------------------------------------------------------------------------------------ (b) plain
+class PlainCIFAR(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """torchvision's CIFAR100.__getitem__ over in-memory arrays: PIL image, then the transforms."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
+
+
+def plain_dataset(data_cfg: DataConfig, mean: list[float], std: list[float]) -> torch.utils.data.Dataset:  # type: ignore[type-arg]
+    """torchvision.datasets.CIFAR100 when its folder is under root, else the same arrays through PlainCIFAR."""
+    import torchvision.transforms as T
+
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    folder = Path(data_cfg.root) / "cifar-100-python"
+    if data_cfg.dataset == "cifar100" and folder.is_dir():
+        import torchvision
+
+        return torchvision.datasets.CIFAR100(data_cfg.root, train=True, transform=transform, download=False)
+    raw: RawData = load_arrays(data_cfg)
+    return PlainCIFAR(raw.x_train, raw.y_train, transform)
+
+
+def plain_loop(model_name: str, data_cfg: DataConfig, batch_size: int, steps: int, warmup: int,
+               device: torch.device, loader_workers: int) -> LoopResult:
+    data = prepare(data_cfg, device)  # only for the normalisation constants and the class count
+    dataset = plain_dataset(data_cfg, data.mean.tolist(), data.std.tolist())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                         num_workers=loader_workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=loader_workers > 0)
+    model = build_model(MODELS[model_name], data.num_classes).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=OPTIMIZER.lr, momentum=OPTIMIZER.momentum,
+                                nesterov=OPTIMIZER.nesterov, weight_decay=OPTIMIZER.weight_decay)
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    running = [0.0]
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            for x, y in loader:
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = criterion(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        running[0] += loss.item()  # what tutorials do: a host sync every step
+
+    seconds = _timed(batches(), step, steps, warmup, device)
+    return _result("plain", model_name, data.num_classes, batch_size * steps / seconds)
+
+
+# ---------------------------------------------------------------------------------------------------- shared
+def _timed(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], step: Callable[..., Any], steps: int, warmup: int,
+           device: torch.device) -> float:
+    """Seconds for `steps` steps after `warmup` untimed ones (data loading included, as in training)."""
+    for _ in range(warmup):
+        step(*next(batches))
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(*next(batches))
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _result(loop: str, model_name: str, num_classes: int, images_per_sec: float) -> LoopResult:
+    flops = train_flops_per_image(MODELS[model_name], num_classes)
+    return LoopResult(loop, model_name, images_per_sec, flops * images_per_sec / 1e12)
+
+
+def compare(models: list[str], data_root: str | None, batch_size: int, steps: int, warmup: int, device_name: str,
+            loader_workers: int, repeats: int = 3, out: Callable[[str], None] = print) -> list[LoopResult]:
+    """Both loops for each model, alternating (a, b, a, b, ...) `repeats` times in this process, so that a noisy
+    machine slows both alike; prints the median images/s of each and their ratio, and returns the median rows."""
+    device = resolve_device(device_name)
+    data_cfg = data_config(data_root, synthetic_size=max(2 * batch_size * (steps + warmup), 2000))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    out(f"# {datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}  {name}  data {data_cfg.dataset}  "
+        f"batch {batch_size}  {steps} steps after {warmup} warm-up, median of {repeats}  "
+        f"plain loop: {loader_workers} loader workers")
+    out(f"{'model':<10} {'hpsearch img/s':>15} {'plain img/s':>12} {'ratio':>7} {'hpsearch TFLOP/s':>17}")
+    rows = []
+    for model_name in models:
+        runs: dict[str, list[LoopResult]] = {"hpsearch": [], "plain": []}
+        for _ in range(repeats):
+            runs["hpsearch"].append(hpsearch_loop(model_name, data_cfg, batch_size, steps, warmup, device))
+            runs["plain"].append(plain_loop(model_name, data_cfg, batch_size, steps, warmup, device, loader_workers))
+        a, b = (_median(runs[k]) for k in ("hpsearch", "plain"))
+        out(f"{model_name:<10} {a.images_per_sec:>15,.0f} {b.images_per_sec:>12,.0f} "
+            f"{a.images_per_sec / b.images_per_sec:>6.2f}x {a.tflops:>17.3f}")
+        rows += [a, b]
+    return rows
+
+
+def _median(results: list[LoopResult]) -> LoopResult:
+    return sorted(results, key=lambda r: r.images_per_sec)[len(results) // 2]
+
+
+# --------------------------------------------------------------------------------------------------- overhead
+def overhead(space: str, trials: int, workers: int = 1, out: Callable[[str], None] = print) -> dict[str, float]:
+    """Run `hpsearch run SPACE` in a fresh folder and measure start-up, per-trial overhead and trials per hour.
+
+    start-up: from launching the command to the first trial's start (imports, data on the device, study).
+    overhead: a trial's wall time minus its epochs' time (sampling, storage writes, model build, reporting,
+    pruning decisions, checkpoint), as a share of the trial's time.
+    """
+    import optuna
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(Path(space).resolve()), "--trials", str(trials),
+               "--storage", url, "--study", "bench", "--workers", str(workers)]
+        launched = datetime.now()
+        started = time.perf_counter()
+        subprocess.run(cmd, cwd=tmp, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        wall = time.perf_counter() - started
+        done = optuna.load_study(study_name="bench", storage=url).trials
+    first = min(t.datetime_start for t in done if t.datetime_start)
+    shares = [1 - t.user_attrs["epoch_seconds"] / t.duration.total_seconds()
+              for t in done if t.duration and "epoch_seconds" in t.user_attrs]
+    result = {"startup_s": (first - launched).total_seconds(), "wall_s": wall, "trials": len(done),
+              "trials_per_hour": len(done) / wall * 3600,
+              "overhead_median": statistics.median(shares) if shares else float("nan")}
+    out(f"{space}: {len(done)} trials, {workers} worker(s), {wall:.1f}s wall, {result['trials_per_hour']:.0f} "
+        f"trials/h; start-up {result['startup_s']:.2f}s; per-trial overhead median "
+        f"{100 * result['overhead_median']:.2f}% of the trial")
+    return result

@@ -1,0 +1,147 @@
+"""Running a search: one worker in this process, or N worker processes on the same study.
+
+Optuna's RDB storage is the only thing the workers share: each opens the study, draws with its own sampler seed,
+loads the data set once onto its device and trains trial after trial. No scheduler of our own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from .space import Space
+
+WORKER_SEED_STRIDE = 7919  # sampler seed offset between workers: distinct streams, reproducible per worker
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one `hpsearch run` does; pickled to each worker process."""
+
+    space: Space
+    url: str
+    study_name: str
+    trials: int | None  # in total, across the workers; None: until timeout or Ctrl-C
+    timeout: float | None
+    workers: int = 1
+    gpus: tuple[str, ...] = ()  # CUDA device ids, dealt to the workers in turn
+
+    def share(self, index: int) -> int | None:
+        """This worker's part of the trials: they add up to exactly `trials`."""
+        if self.trials is None:
+            return None
+        return self.trials // self.workers + (1 if index < self.trials % self.workers else 0)
+
+
+def run(plan: Plan) -> int:
+    """Run the plan; returns the exit status (0, 130 when interrupted, else the worst worker status)."""
+    if plan.workers == 1:
+        return _optimize(plan, index=0, progress_bars=True)
+    ctx = multiprocessing.get_context("spawn")  # CUDA and fork do not mix
+    threads = max(1, (os.cpu_count() or 1) // plan.workers)  # each CPU worker takes its share of the cores
+    procs = []
+    for i in range(plan.workers):
+        gpu = plan.gpus[i % len(plan.gpus)] if plan.gpus else None
+        p = ctx.Process(target=_worker, args=(plan, i, gpu, threads), name=f"hpsearch-worker-{i}")
+        p.start()
+        procs.append(p)
+    previous = {s: signal.signal(s, _forward(procs)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            while p.is_alive():
+                p.join(0.5)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    codes = [p.exitcode or 0 for p in procs]
+    for i, code in enumerate(codes):
+        if code not in (0, EXIT_INTERRUPTED):
+            print(f"hpsearch: worker {i} exited with status {code}", file=sys.stderr)
+    if any(code == EXIT_INTERRUPTED for code in codes):
+        return EXIT_INTERRUPTED
+    return max(codes)
+
+
+def _forward(procs: Sequence[multiprocessing.process.BaseProcess]) -> Callable[[int, FrameType | None], None]:
+    """Pass SIGINT/SIGTERM on to the workers once (a terminal's Ctrl-C reaches them directly too)."""
+    sent = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal sent
+        if sent:
+            return
+        sent = True
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                try:
+                    os.kill(p.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+
+    return handler
+
+
+def _worker(plan: Plan, index: int, gpu: str | None, threads: int) -> None:
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch is imported in this process
+    import torch
+
+    torch.set_num_threads(threads)
+    from .cli import report_error
+
+    try:
+        sys.exit(_optimize(plan, index, progress_bars=False))
+    except Exception as exc:
+        code = report_error(exc)
+        if code is None:
+            raise
+        sys.exit(code)
+
+
+def _optimize(plan: Plan, index: int, progress_bars: bool) -> int:
+    """One worker: open the study, load the data once, run its share of trials."""
+    import optuna
+
+    from .data import prepare
+    from .objective import Objective, TrialFailed
+    from .progress import Progress
+    from .study import artifact_store, create_or_resume
+    from .train import resolve_device
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
+    started = time.perf_counter()
+    device = resolve_device(plan.space.fixed_train_device())
+    prepare(plan.space.fixed_data(), device)  # loaded once; every trial of this worker reuses it
+    study = create_or_resume(plan.space, plan.url, plan.study_name, seed_offset=WORKER_SEED_STRIDE * index)
+    tag = f"[w{index}] " if plan.workers > 1 else ""
+    print(f"hpsearch: {tag}study {study.study_name!r} ready on {device} in {time.perf_counter() - started:.1f}s",
+          file=sys.stderr, flush=True)
+    progress = Progress(plan.space, bars=progress_bars, prefix=tag)
+    objective = Objective(plan.space, artifact_store(plan.url, study.study_name), on_epoch=progress.epoch)
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        study.optimize(objective, n_trials=plan.share(index), timeout=plan.timeout, catch=(TrialFailed,),
+                       callbacks=[progress.finished])
+    except KeyboardInterrupt as exc:
+        progress.close()
+        print(f"\nhpsearch: {tag}interrupted ({exc or 'Ctrl-C'}); the running trial is recorded as failed, "
+              "the study is intact. Rerun the same command to continue.", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    """Turn the first SIGINT/SIGTERM into KeyboardInterrupt; ignore repeats while the trial is being recorded."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -1,0 +1,50 @@
+"""bench.py in a reduced form (a few steps), so the benchmark in docs/BENCHMARKS.md cannot rot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpsearch import bench
+from hpsearch.cli import main
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_both_loops_train_the_same_model_and_report_images_per_second() -> None:
+    lines: list[str] = []
+    rows = bench.compare(["cnn6"], None, batch_size=8, steps=2, warmup=1, device_name="cpu", loader_workers=0,
+                         repeats=1, out=lines.append)
+    assert [(r.loop, r.model) for r in rows] == [("hpsearch", "cnn6"), ("plain", "cnn6")]
+    assert all(r.images_per_sec > 0 and r.tflops > 0 for r in rows)
+    assert lines[-1].startswith("cnn6") and lines[-1].count("x") >= 1
+
+
+def test_flop_count_of_the_six_layer_cnn() -> None:
+    # 6 convs at 32/16/8 px: 2*9*(3*64 + 64*64)*1024 + 2*9*(64*128 + 128*128)*256 + 2*9*(128*256 + 256*256)*64
+    # multiply-adds per image, forward; training (forward + backward) is about 3x that.
+    forward = 2 * 9 * ((3 * 64 + 64 * 64) * 1024 + (64 * 128 + 128 * 128) * 256 + (128 * 256 + 256 * 256) * 64)
+    counted = bench.train_flops_per_image(bench.MODELS["cnn6"], 100)
+    assert 2.5 * forward < counted < 3.5 * forward
+
+
+def test_plain_dataset_applies_pil_transforms() -> None:
+    cfg = bench.data_config(None, synthetic_size=200)
+    dataset = bench.plain_dataset(cfg, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    x, y = dataset[0]
+    assert tuple(x.shape) == (3, 32, 32) and isinstance(y, int)
+
+
+def test_overhead_mode_runs_a_real_search(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench.overhead(str(HERE / "spaces" / "tiny.yaml"), trials=2)
+    assert result["trials"] == 2 and result["startup_s"] > 0 and 0 <= result["overhead_median"] < 1
+    assert "per-trial overhead median" in capsys.readouterr().out
+
+
+def test_bench_verb_and_its_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--models", "cnn6", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--repeats", "1",
+                 "--loader-workers", "0", "--device", "cpu"]) == 0
+    assert "hpsearch img/s" in capsys.readouterr().out
+    assert main(["bench", "--models", "vgg"]) == 2
+    assert "--models: unknown vgg; known: cnn6, resnet18" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""runner.py: --workers N processes on one study, --trials as their total, signals passed on to them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpsearch import load_space
+from hpsearch.cli import main
+from hpsearch.runner import Plan
+
+HERE = Path(__file__).resolve().parent
+TINY = HERE / "spaces" / "tiny.yaml"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def trials_of(workdir: Path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'studies/tiny.db'}").trials
+
+
+@pytest.mark.parametrize("trials, workers, shares", [(10, 4, [3, 3, 2, 2]), (3, 4, [1, 1, 1, 0]), (5, 1, [5])])
+def test_trials_are_shared_out_exactly(trials: int, workers: int, shares: list[int]) -> None:
+    plan = Plan(load_space(TINY), "sqlite://", "tiny", trials, None, workers)
+    assert [plan.share(i) for i in range(workers)] == shares
+    assert Plan(load_space(TINY), "sqlite://", "tiny", None, 60.0, 2).share(0) is None
+
+
+def test_two_workers_run_the_total_on_one_study(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(TINY), "--trials", "5", "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "2 workers" in captured.err
+    trials = trials_of(workdir)
+    assert len(trials) == 5
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({repr(sorted(t.params.items())) for t in trials}) == 5  # distinct sampler streams
+    assert "5 trials this run (5 complete)" in captured.out
+
+
+def test_gpus_without_cuda_is_a_clear_error(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA devices")
+    assert main(["run", str(TINY), "--workers", "2", "--gpus", "0,1"]) == 2
+    assert "--gpus 0,1: no CUDA device 0, 1 here (devices: none)" in capsys.readouterr().err
+
+
+def test_sigterm_to_the_parent_stops_every_worker_cleanly(workdir: Path) -> None:
+    exe = Path(sys.executable).with_name("hpsearch")
+    proc = subprocess.Popen([str(exe), "run", str(TINY), "--workers", "2", "--trials", "40",
+                             "--set", "train.epochs=300"], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until both workers have a trial under way
+        try:
+            running = [t for t in trials_of(workdir) if t.intermediate_values]
+        except Exception:
+            running = []
+        if len(running) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    trials = trials_of(workdir)
+    assert len(trials) == 2 and "Traceback" not in out
+    for t in trials:
+        assert t.state == optuna.trial.TrialState.FAIL
+        assert t.user_attrs["fail_reason"].startswith("interrupted (SIGTERM)")
