@@ -93,7 +93,7 @@ def test_failed_trials_are_recorded_with_a_reason_and_the_study_goes_on(workdir:
     from hpsearch.train import NonFiniteLoss
 
     def explode(config, data, on_epoch):  # type: ignore[no-untyped-def]
-        on_epoch(1, {"val_acc": 0.1, "val_loss": 2.0, "train_loss": float("nan")})
+        on_epoch(1, {"val_acc": 0.1, "val_loss": 2.0, "train_loss": float("nan"), "seconds": 0.1})
         raise NonFiniteLoss("training loss is nan at epoch 2")
 
     monkeypatch.setattr(objective, "train", explode)
