@@ -272,3 +272,58 @@ def test_sampler_and_pruner_options_are_checked_by_building_them(tmp_path: Path)
     assert "study.pruner: ThresholdPruner() is refused by Optuna" in msg
     msg = one_problem(tmp_path, "study: {pruner: {name: median, n_startup_trials: -1}}\n")
     assert "MedianPruner(n_startup_trials=-1) is refused by Optuna: Number of startup trials" in msg
+
+
+# -- reliability settings, and what YAML can never do ----------------------------------------------------------------
+
+
+def test_reliability_settings_have_safe_defaults(tmp_path: Path) -> None:
+    study = load_space(write(tmp_path, "study: {name: s}\n")).study
+    assert (study.heartbeat_interval, study.grace_period, study.max_retry) == (60, None, 3)
+    study = load_space(write(tmp_path, "study: {heartbeat_interval: 5, grace_period: 30, max_retry: 0}\n")).study
+    assert (study.heartbeat_interval, study.grace_period, study.max_retry) == (5, 30, 0)
+    assert load_space(write(tmp_path, "study: {heartbeat_interval: null}\n")).study.heartbeat_interval is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("study: {heartbeat_interval: 0}\n", "study.heartbeat_interval: expected a whole number of seconds >= 1 or null"),
+    ("study: {heartbeat_interval: 1.5}\n", "study.heartbeat_interval: expected a whole number of seconds >= 1"),
+    ("study: {grace_period: true}\n", "study.grace_period: expected a whole number of seconds >= 1 or null (off), "
+                                      "got True"),
+    ("study: {heartbeat_interval: 10, grace_period: 10}\n",
+     "study.grace_period: must be longer than heartbeat_interval (10 s), or a live trial counts as dead; got 10"),
+    ("study: {heartbeat_interval: null, grace_period: 10}\n", "study.grace_period: needs heartbeat_interval"),
+    ("study: {max_retry: -1}\n", "study.max_retry: expected a whole number of retries >= 0, got -1"),
+    ("study: {max_retry: null}\n", "study.max_retry: expected a whole number of retries >= 0, got None"),
+    ("study: {heartbeat_interval: {type: int, low: 1, high: 5}}\n",
+     "study.heartbeat_interval: study settings cannot be searched"),
+])
+def test_reliability_setting_errors(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in "\n".join(problems(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("study: {sampler: {name: tpe, gamma: 5}}\n", "TPESampler's option 'gamma' takes a Python object (Callable"),
+    ("study: {sampler: {name: cmaes, independent_sampler: random}}\n",
+     "CmaEsSampler's option 'independent_sampler' takes a Python object (BaseSampler | None), which a YAML file "
+     "cannot give"),
+    ("study: {sampler: {name: nsga2, constraints_func: os.system}}\n", "option 'constraints_func' takes a Python"),
+    ("study: {sampler: {name: optuna.samplers.TPESampler}}\n", "unknown sampler 'optuna.samplers.TPESampler'; known"),
+    ("study: {pruner: os.system}\n", "unknown pruner 'os.system'; known: median"),
+    ("model: {name: torchvision.models.vgg16}\n", "unknown name 'torchvision.models.vgg16'; known: cnn"),
+    ("study: {sampler: !!python/name:optuna.samplers.TPESampler ''}\n", "is not allowed; write plain values"),
+])
+def test_yaml_names_only_registered_components_and_plain_values(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in "\n".join(problems(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train:\n  epochs: 3\x1f\n", "space.yaml:2: not valid YAML: character 0x001f is not allowed"),
+    ("model: {name: [cnn]}\n", "model.name: expected a string, got ['cnn']"),
+    ("model: {dropout: {type: [float], low: 0, high: 1}}\n", "model.dropout.type: unknown type ['float']"),
+    ("study: {pruner: {name: {x: 1}}}\n", "study.pruner.name: unknown pruner {'x': 1}; known: median"),
+    ("optimizer: {name: {}, lr: 0.1}\n", "optimizer.name: expected a string; a searched value is a mapping"),
+])
+def test_inputs_found_by_the_fuzzer_are_clear_errors(tmp_path: Path, text: str, expected: str) -> None:
+    """Each of these once raised a traceback (TypeError: unhashable type, yaml ReaderError); see test_fuzz.py."""
+    assert expected in "\n".join(problems(tmp_path, text))

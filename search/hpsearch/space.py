@@ -26,7 +26,8 @@ from .yamlfile import Document, Problem, SpaceError, parse, parse_value
 
 SECTIONS = ("data", "train", "model", "optimizer", "scheduler")
 TOP_KEYS = ("study", *SECTIONS)
-STUDY_KEYS = ("name", "direction", "metric", "storage", "sampler", "pruner", "keep_checkpoints")
+STUDY_KEYS = ("name", "direction", "metric", "storage", "sampler", "pruner", "keep_checkpoints",
+              "heartbeat_interval", "grace_period", "max_retry")
 PARAM_KEYS = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"),
               "categorical": ("choices",)}
 DIRECTIONS = ("maximize", "minimize")
@@ -117,6 +118,9 @@ class StudySpec:
     sampler: dict[str, Any]  # {name: tpe, seed: 0, ...keyword arguments of that Optuna sampler}
     pruner: dict[str, Any]  # {name: median, ...keyword arguments of that Optuna pruner}
     keep_checkpoints: int  # best-epoch checkpoints kept for the best k completed trials
+    heartbeat_interval: int | None = 60  # seconds between a running trial's heartbeats; None: no heartbeats
+    grace_period: int | None = None  # seconds without a heartbeat before a trial counts as dead; None: 2 intervals
+    max_retry: int = 3  # times a trial whose worker died or was stopped is rerun from its last epoch; 0: never
 
 
 @dataclass(frozen=True)
@@ -290,7 +294,30 @@ class _Checker:
                                  optuna.samplers, default="tpe")
         pruner = self.component(raw.get("pruner", {"name": "median"}), ("study", "pruner"), C.PRUNERS,
                                 optuna.pruners, default="median")
-        return StudySpec(name, direction, metric, storage, sampler, pruner, keep)
+        interval, grace, retries = self.reliability(raw)
+        return StudySpec(name, direction, metric, storage, sampler, pruner, keep, interval, grace, retries)
+
+    def reliability(self, raw: dict[str, Any]) -> tuple[int | None, int | None, int]:
+        """heartbeat_interval, grace_period (whole seconds or null) and max_retry (a whole number >= 0)."""
+        out: list[Any] = []
+        for key, default, low in (("heartbeat_interval", StudySpec.heartbeat_interval, 1),
+                                  ("grace_period", StudySpec.grace_period, 1), ("max_retry", StudySpec.max_retry, 0)):
+            value = raw.get(key, default)
+            nullable = key != "max_retry"
+            if (value is None and not nullable) or (value is not None and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < low)):
+                kind = "seconds" if nullable else "retries"
+                self.problem(("study", key), f"expected a whole number of {kind} >= {low}"
+                                             f"{' or null (off)' if nullable else ''}, got {value!r}")
+                value = default
+            out.append(value)
+        interval, grace, retries = out
+        if grace is not None and interval is not None and grace <= interval:
+            self.problem(("study", "grace_period"), f"must be longer than heartbeat_interval ({interval} s), or a "
+                                                    f"live trial counts as dead; got {grace} (e.g. {2 * interval})")
+        if grace is not None and interval is None:
+            self.problem(("study", "grace_period"), "needs heartbeat_interval (heartbeats are off when it is null)")
+        return interval, grace, retries
 
     def component(self, raw: Any, path: tuple[str, ...], names: dict[str, str], module: Any,
                   default: str) -> dict[str, Any]:
@@ -300,15 +327,21 @@ class _Checker:
             self.problem(path, f"expected {{name: ..., <options>}}, got {raw!r}")
             return {"name": default}
         name = raw.get("name", default)
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             self.problem((*path, "name"), f"unknown {path[-1]} {name!r}; known: {', '.join(names)}")
             return {"name": default}
         params = inspect.signature(getattr(module, names[name])).parameters
-        allowed = [p for p in params if p not in ("self", "search_space", "kwargs", "args")]
+        allowed = [p for p in params if p not in ("self", "search_space", "kwargs", "args")
+                   and _plain(params[p].annotation)]
         bad = False
         for key in raw:
             if key != "name" and key not in allowed:
                 bad = True
+                if key in params and key not in ("self", "search_space", "kwargs", "args"):
+                    self.problem((*path, key), f"{names[name]}'s option {key!r} takes a Python object "
+                                               f"({params[key].annotation}), which a YAML file cannot give; "
+                                               f"options it can: {', '.join(allowed) or 'none'}")
+                    continue
                 self.problem((*path, key), f"{names[name]} takes no option {key!r}; "
                                            f"known: {', '.join(allowed) or 'none'}")
         options = {k: v for k, v in raw.items() if k != "name"}
@@ -375,7 +408,7 @@ class _Checker:
             if key == "name":
                 continue
             for name in names:
-                if name in registry and key not in registry[name]:
+                if isinstance(name, str) and name in registry and key not in registry[name]:
                     self.problem((*path, key), f"{sect} {name!r} does not read {key!r}; it reads: "
                                                f"{', '.join(registry[name])}")
         return Section(common.fields, branches)
@@ -425,7 +458,7 @@ class _Checker:
     def param(self, raw: dict[str, Any], path: tuple[str, ...], kind: str) -> Any:
         dotted = self.field_path(path)
         ptype = raw.get("type")
-        if ptype not in PARAM_KEYS:
+        if not isinstance(ptype, str) or ptype not in PARAM_KEYS:
             if "type" not in raw:
                 self.problem(path, f"expected {KINDS.get(kind, kind)}; a searched value is a mapping with "
                                    f"`type: float | int | categorical`, got {raw!r}")
@@ -510,6 +543,15 @@ class _Checker:
         milestones = sections["scheduler"].fields.get("milestones")
         if isinstance(milestones, tuple) and list(milestones) != sorted(set(milestones)):
             self.problem(("scheduler", "milestones"), f"must be increasing, got {list(milestones)}")
+
+
+# The types a YAML value can be: options annotated with anything else (a function, a sampler) are refused.
+_PLAIN_TYPES = {"int", "float", "bool", "str", "None", "list", "dict", "tuple", "Sequence", "Mapping", "Any"}
+
+
+def _plain(annotation: Any) -> bool:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    return set(re.findall(r"[A-Za-z_][A-Za-z_0-9.]*", text)) <= _PLAIN_TYPES
 
 
 def _coerce(kind: str, value: Any) -> tuple[bool, Any]:

@@ -77,7 +77,13 @@ class Document:
 
 def parse(text: str, source: str) -> Document:
     """Parse one YAML document; raises SpaceError with the line of any syntax error or duplicate key."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: YAML allows only printable text
+        where = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpaceError([Problem(source, where, "", f"not valid YAML: character {char:#06x} is not allowed "
+                                                    "(only printable text is); delete it")]) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
