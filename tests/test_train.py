@@ -1,16 +1,21 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from hpsearch import checkpoint
 from hpsearch.config import (
+    OPTIMIZERS,
     PRECISIONS,
+    SCHEDULERS,
     DataConfig,
     ModelConfig,
     OptimizerConfig,
@@ -21,7 +26,7 @@ from hpsearch.config import (
 )
 from hpsearch.data import prepare
 from hpsearch.models import build_model, count_parameters
-from hpsearch.train import NonFiniteLoss, autocast_dtype, evaluate, resolve_device, train
+from hpsearch.train import NonFiniteLoss, ResumeError, autocast_dtype, evaluate, resolve_device, train
 
 CPU = torch.device("cpu")
 METRIC_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
@@ -112,6 +117,52 @@ def test_training_is_deterministic_on_the_cpu() -> None:
     assert all(torch.equal(a.best_state[k], b.best_state[k]) for k in a.best_state)
     c = train(dataclasses.replace(config, train=dataclasses.replace(config.train, seed=4)))
     assert c.history[0]["train_loss"] != a.history[0]["train_loss"]
+
+
+class Killed(Exception):
+    """Stands in for a worker dying after an epoch."""
+
+
+def stopped_after(config: TrialConfig, epoch: int, path: Path) -> dict[str, Any]:
+    """Train until `epoch`, saving the state each epoch as the objective does; the state read back weights-only."""
+
+    def on_state(get: Any) -> None:
+        state = get()
+        checkpoint.save({"state": state}, path)
+        if state["epoch"] == epoch:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(config, on_state=on_state)
+    return checkpoint.read(path)["state"]
+
+
+def without_seconds(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in m.items() if k != "seconds"} for m in history]
+
+
+@pytest.mark.parametrize("scheduler, optimizer", list(zip(SCHEDULERS, itertools.cycle(OPTIMIZERS))))
+def test_resuming_a_saved_state_gives_the_uninterrupted_run(tmp_path: Path, scheduler: str, optimizer: str) -> None:
+    """Weights, optimizer, schedule (warm-up included) and every random stream (augmentation, dropout) resume."""
+    config = tiny(epochs=4, size=200, model=ModelConfig(width=8, stages=2, blocks_per_stage=1, dropout=0.3),
+                  optimizer=OptimizerConfig(name=optimizer, lr=0.01, momentum=0.9),
+                  scheduler=SchedulerConfig(name=scheduler, warmup_epochs=1, patience=0, step_size=1))
+    full = train(config)
+    state = stopped_after(config, 2, tmp_path / "running.pt")
+    epochs: list[int] = []
+    resumed = train(config, on_epoch=lambda epoch, metrics: epochs.append(epoch), resume=state)
+    assert epochs == [3, 4]  # the finished epochs are not trained again
+    assert without_seconds(resumed.history) == without_seconds(full.history)
+    assert resumed.best_epoch == full.best_epoch and resumed.epochs_run == 4
+    assert all(torch.equal(resumed.best_state[k], full.best_state[k]) for k in full.best_state)
+
+
+def test_a_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    state = stopped_after(tiny(epochs=3), 1, tmp_path / "running.pt")
+    with pytest.raises(ResumeError, match="does not fit"):
+        train(tiny(epochs=3, model=ModelConfig(width=16, stages=3, blocks_per_stage=1)), resume=state)
+    with pytest.raises(ResumeError, match="does not fit"):
+        train(tiny(epochs=3), resume={**state, "epoch": 2})
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

@@ -102,6 +102,19 @@ class LRSchedule:
         if self.plateau is not None and self.steps >= self.warmup_steps:  # decays only after the warm-up
             self.plateau.step(metrics[self.metric])
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where the schedule stands (plain values only), to resume a trial; the optimizer saves its own."""
+        return {"steps": self.steps,
+                "per_step": self.per_step.state_dict() if self.per_step is not None else None,
+                "plateau": self.plateau.state_dict() if self.plateau is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        if self.per_step is not None and state["per_step"] is not None:
+            self.per_step.load_state_dict(state["per_step"])
+        if self.plateau is not None and state["plateau"] is not None:
+            self.plateau.load_state_dict(state["plateau"])
+
 
 def build_scheduler(
     cfg: SchedulerConfig, optimizer: Optimizer, epochs: int, steps_per_epoch: int, metric: str

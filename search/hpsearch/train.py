@@ -1,8 +1,9 @@
 """train(config, data, on_epoch) -> TrainResult: one trial's training, top to bottom. No Optuna here.
 
-Its only hook is `on_epoch(epoch, metrics)`, called after each epoch's validation; whatever it raises
+Its hook is `on_epoch(epoch, metrics)`, called after each epoch's validation; whatever it raises
 (Optuna's TrialPruned, for one) propagates. The host syncs once per epoch: losses and counts are summed on the
-device.
+device. For crash safety, `on_state(get)` is called after each epoch with a function that returns the whole
+training state (plain values and tensors), and `resume=` such a state continues training after its epoch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -28,6 +30,10 @@ from .optim import LRSchedule, build_optimizer, build_scheduler
 
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite: the trial diverged."""
+
+
+class ResumeError(ValueError):
+    """A saved training state that does not fit this configuration's model, optimizer or schedule."""
 
 
 @dataclass
@@ -66,8 +72,14 @@ def _autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.Abs
 
 
 def train(config: TrialConfig, data: DeviceData | None = None,
-          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Train config's model on config's data; return the best epoch's metrics and weights, and the history."""
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None, *,
+          on_state: Callable[[Callable[[], dict[str, Any]]], None] | None = None,
+          resume: dict[str, Any] | None = None) -> TrainResult:
+    """Train config's model on config's data; return the best epoch's metrics and weights, and the history.
+
+    `resume`: a state from on_state of an earlier run of the same config; training goes on after its epoch, with
+    the same weights, optimizer, schedule and random streams, so the result equals that of an uninterrupted run.
+    """
     start = time.perf_counter()
     tc = config.train
 
@@ -94,12 +106,25 @@ def train(config: TrialConfig, data: DeviceData | None = None,
     schedule = build_scheduler(config.scheduler, optimizer, tc.epochs, steps_per_epoch, config.metric)
     step = Step(model, optimizer, schedule, config, device)
 
-    # ------------------------------------------------------------------------------ epochs
+    # ------------------------------------------------------------------------------ epochs (or where a run stopped)
     history: list[dict[str, float]] = []
     best_epoch, best_state = 0, {}
     train_seconds, train_images = 0.0, 0
+    if resume is not None:  # a retried trial: go on after its last finished epoch
+        restore(resume, model, optimizer, schedule, step.scaler, generator)
+        history = [dict(m) for m in resume["history"]]
+        best_epoch, best_state = int(resume["best_epoch"]), dict(resume["best_state"])
+        train_seconds, train_images = float(resume["train_seconds"]), int(resume["train_images"])
+
+    def state() -> dict[str, Any]:
+        """Everything needed to go on after the last finished epoch: resume= takes it back."""
+        return {"epoch": len(history), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "scaler": step.scaler.state_dict(), "rng": rng_state(generator),
+                "history": [dict(m) for m in history], "best_epoch": best_epoch, "best_state": best_state,
+                "train_seconds": train_seconds, "train_images": train_images}
+
     maximize = config.metric == "val_acc"
-    for epoch in range(1, tc.epochs + 1):
+    for epoch in range(len(history) + 1, tc.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -134,6 +159,8 @@ def train(config: TrialConfig, data: DeviceData | None = None,
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if on_epoch is not None:
             on_epoch(epoch, metrics)  # may raise (pruning): it propagates
+        if on_state is not None:
+            on_state(state)
 
     return TrainResult(
         epochs_run=len(history),
@@ -180,6 +207,37 @@ class Step:
         self.scaler.update()
         self.schedule.step_batch()
         return loss.detach().float(), (logits.detach().argmax(1) == y).sum()
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Tensor]:
+    """Every random stream training draws from, as uint8 tensors: the data generator, torch's (and CUDA's)."""
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if generator.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(generator.device)
+    return state
+
+
+def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
+            scaler: torch.amp.GradScaler, generator: torch.Generator) -> None:
+    """Load a state from on_state into freshly built training objects; ResumeError when it does not fit."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and generator.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], generator.device)
+        epochs, best = len(state["history"]), int(state["best_epoch"])
+        if int(state["epoch"]) != epochs or not 0 <= best <= epochs or (best > 0) != bool(state["best_state"]):
+            raise ValueError(f"epoch {state['epoch']}, best epoch {best}, {epochs} epochs of history")
+        if not isinstance(state["train_seconds"], (int, float)) or not isinstance(state["train_images"], int):
+            raise TypeError("train_seconds and train_images must be numbers")
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ResumeError(f"the saved training state does not fit: {type(exc).__name__}: {exc}") from None
 
 
 @functools.lru_cache(maxsize=64)
