@@ -18,6 +18,7 @@ from hpsearch.study import (
     load,
     make_pruner,
     make_sampler,
+    open_storage,
     redact,
     storage_url,
 )
@@ -117,3 +118,138 @@ def test_load_names_the_studies_that_exist(tmp_path: Path) -> None:
 def test_diff() -> None:
     assert diff({"a": {"b": 1, "c": 2}}, {"a": {"b": 3, "d": 4}}) == [
         "a.b: 1 -> 3", "a.c: removed (was 2)", "a.d: added (4)"]
+
+
+# -- reliability: SQLite for several workers, heartbeats, per-worker seeds, bad URLs ---------------------------------
+
+
+def test_sqlite_storages_use_wal_and_take_the_write_lock_up_front(tmp_path: Path) -> None:
+    """Readers never block writers (WAL); a storage transaction waits for another writer instead of failing."""
+    import sqlite3
+    import threading
+
+    db = tmp_path / "s.db"
+    storage = open_storage(f"sqlite:///{db}")
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker holds the write lock
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (storage.get_all_studies(), done.set()))
+    thread.start()
+    assert not done.wait(0.5)  # even a read waits: it could go on to write (claiming a trial)
+    other.execute("COMMIT")
+    assert done.wait(30)
+    thread.join()
+
+
+SIMULTANEOUS = """
+import sys, time
+from hpsearch import load_space
+from hpsearch.study import create_or_resume
+space = load_space(sys.argv[1])
+while time.time() < float(sys.argv[3]):
+    pass
+create_or_resume(space, sys.argv[2])
+"""
+
+
+def test_workers_creating_a_new_storage_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
+    """Six processes open one new SQLite study within a millisecond: the losers of the table-creation race retry."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    at = str(time.time() + 5)  # after every process has imported hpsearch (optuna, no torch)
+    procs = [subprocess.Popen([sys.executable, "-c", SIMULTANEOUS, str(TINY), url, at], stderr=subprocess.PIPE,
+                              text=True, env=dict(os.environ)) for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    assert load(url, "tiny").user_attrs["space_hash"] == load_space(TINY).hash()
+
+
+def test_heartbeats_and_retries_follow_the_study_settings(tmp_path: Path) -> None:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    from hpsearch.resume import Retry
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert not is_heartbeat_enabled(open_storage(url))  # readers (report, export) send no heartbeats
+    storage = open_storage(url, load_space(TINY).study)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert (storage.heartbeat_interval, storage.grace_period) == (60, None)
+    callback = storage.get_heartbeat_stale_trial_callback()
+    assert isinstance(callback, Retry) and callback.max_retry == 3
+    off = load_space(TINY, ["study.heartbeat_interval=null"]).study
+    assert not is_heartbeat_enabled(open_storage(url, off))
+
+
+def test_worker_index_offsets_the_sampler_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpsearch.study import worker_index
+
+    for var in ("HPSEARCH_WORKER", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
+        monkeypatch.delenv(var, raising=False)
+    assert worker_index() == 0
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "4")  # a Kubernetes Indexed Job
+    assert worker_index() == 4
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    assert worker_index() == 7
+    monkeypatch.setenv("HPSEARCH_WORKER", "2")  # ours wins
+    assert worker_index() == 2
+    monkeypatch.setenv("HPSEARCH_WORKER", "two")
+    with pytest.raises(StudyError, match="HPSEARCH_WORKER='two': a worker index must be a whole number"):
+        worker_index()
+
+    firsts = []
+    for index in ("0", "1"):  # two workers starting the same new study at once draw different trials
+        monkeypatch.setenv("HPSEARCH_WORKER", index)
+        study = create_or_resume(load_space(TINY), f"sqlite:///{tmp_path / (index + '.db')}")
+        firsts.append(suggest(study.ask(), load_space(TINY)))
+    assert firsts[0] != firsts[1]
+
+
+@pytest.mark.parametrize("url, message", [
+    ("postgresql://u:s3cret@host:notaport/db", "postgresql://u:***@host:notaport/db is not a database URL"),
+    ("no-scheme", "the study storage no-scheme is not a database URL\nfix: write DIALECT[+DRIVER]://"),
+    ("mysql+nosuchdriver://u:s3cret@h/db", "its database driver is not installed"),
+    ("postgresql+psycopg2://u:s3cret@127.0.0.1:1/db", "Connection refused"),
+    ("sqlite:////proc/hpsearch/x.db", "cannot create the folder for the study database /proc/hpsearch/x.db"),
+])
+def test_bad_storage_urls_are_one_clear_error_without_the_password(url: str, message: str) -> None:
+    with pytest.raises(StudyError) as info:
+        open_storage(url)
+    assert message in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "notes.db").write_text("hello")
+    with pytest.raises(StudyError, match="file is not a database"):
+        open_storage(f"sqlite:///{tmp_path / 'notes.db'}")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://u:p@ss/w@host/db", "postgresql://u:***@host/db"),  # raw '@' and '/' in the password
+    ("postgresql://u@h/db?password=abc&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+    ("postgresql://h:5432/db", "postgresql://h:5432/db"),
+])
+def test_redact_hides_awkward_passwords(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def test_resuming_with_other_reliability_settings_is_allowed(tmp_path: Path) -> None:
+    """Heartbeats and retries are how a study is run, not what it searches: changing them keeps the study."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    create_or_resume(load_space(TINY), url).enqueue_trial({"model.width": 4})
+    changed = load_space(TINY, ["study.heartbeat_interval=5", "study.max_retry=0", "study.keep_checkpoints=1"])
+    assert len(create_or_resume(changed, url).trials) == 1
+
+
+def test_resuming_with_another_metric_says_what_changed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    create_or_resume(load_space(TINY), url)
+    with pytest.raises(StudyError) as info:
+        create_or_resume(load_space(TINY, ["study.metric=val_loss"]), url)
+    message = str(info.value)
+    assert "metric: 'val_acc' -> 'val_loss'" in message and "direction: 'maximize' -> 'minimize'" in message
+    assert "fix: start a new study with --study tiny-2" in message

@@ -77,11 +77,26 @@ def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
 
 
-def load_payload(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with weights-only unpickling (no code runs); CheckpointError when it is not usable."""
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power cut after save() returns keeps the new file); best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder
+    finally:
+        os.close(fd)
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """A file written by save(), unpickled weights-only (no code runs): CheckpointError when it cannot be."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -99,7 +114,16 @@ def load_payload(path: str | Path) -> dict[str, Any]:
         first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path} ({first}): a corrupt or truncated file, or one holding "
                               "code, which weights-only loading refuses; write it again with hpsearch export") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} is not an hpsearch checkpoint (it holds a {type(payload).__name__})")
+    return payload
+
+
+def load_payload(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with weights-only unpickling (no code runs); CheckpointError when it is not usable."""
+    path = Path(path)
+    payload = read(path)
+    if payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an hpsearch checkpoint (no '{FORMAT}' marker)")
     try:
         TrialConfig.from_dict(payload["config"])

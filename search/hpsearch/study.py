@@ -5,19 +5,30 @@ Optuna's RDB storage is the whole distributed engine: every worker on every mach
 
 from __future__ import annotations
 
+import os
+import random
 import re
+import sqlite3
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 
 from . import config as C
-from .space import Space
+from .space import Space, StudySpec
 
 DEFAULT_DIR = Path("studies")
 SQLITE_TIMEOUT_S = 60  # how long a SQLite writer waits for another's lock before giving up
+OPEN_ATTEMPTS = 6  # workers that open a new storage at once race to create its tables: the losers try again
+# Where a worker's index comes from, first found wins: ours, a SLURM array task, a Kubernetes Indexed Job.
+WORKER_INDEX_VARS = ("HPSEARCH_WORKER", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
+DRIVERS_FIX = ("install the driver: pip install -e '.[postgres]' (psycopg2) for postgresql://, "
+               "pip install -e '.[mysql]' (PyMySQL) for mysql+pymysql://")
+RUN_SEED_STRIDE = 100_003  # seed offset per worker index (one of several runs: machines, array tasks); far apart
 
 
 class StudyError(Exception):
@@ -25,8 +36,12 @@ class StudyError(Exception):
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, fit for logs and errors."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+    """The URL with any password replaced by ***, fit for logs and errors.
+
+    Up to the last '@', so a password with a raw '@' or '/' is hidden whole; a password=... query too.
+    """
+    url = re.sub(r"(://[^:/@?#]+:).*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def storage_url(space: Space, override: str | None = None) -> str:
@@ -47,23 +62,118 @@ def artifact_store(url: str, study_name: str) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(path)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage for the URL; a bad or unreachable URL raises StudyError naming it (password hidden)."""
+def running_dir(url: str, study_name: str) -> Path:
+    """Where running trials keep their last-epoch state for a retry: beside the study's artifacts."""
+    return artifact_dir(url, study_name).parent / "running"
+
+
+def open_storage(url: str, spec: StudySpec | None = None) -> optuna.storages.BaseStorage:
+    """An RDB storage for the URL; a bad or unreachable URL raises StudyError naming it (password hidden).
+
+    With a StudySpec (workers that run trials), running trials send heartbeats, and a trial whose worker died is
+    failed by the next live worker and retried (resume.Retry). SQLite gets WAL and immediate transactions, so
+    several workers on one machine neither block readers nor fail with "database is locked".
+    """
+    from .resume import Retry
+
+    _check_url(url)
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url[len("sqlite:///"):])
+    sqlite_path = _sqlite_file(url)
+    if sqlite_path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StudyError(f"cannot create the folder for the study database {path}: {exc.strerror}") from None
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+            raise StudyError(f"cannot create the folder for the study database {sqlite_path}: "
+                             f"{exc.strerror}") from None
+        _enable_wal(sqlite_path)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S, "isolation_level": None}}
+    elif not url.startswith("sqlite"):
+        engine_kwargs = {"pool_pre_ping": True}  # a server restart or idle timeout must not kill a long search
+    heartbeat: dict[str, Any] = {}
+    if spec is not None and spec.heartbeat_interval is not None:
+        heartbeat = {"heartbeat_interval": spec.heartbeat_interval, "grace_period": spec.grace_period,
+                     "heartbeat_stale_trial_callback": Retry(spec.max_retry)}
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            break
+        except Exception as exc:  # SQLAlchemy raises many kinds: bad URL, missing driver, refused connection
+            if attempt + 1 < OPEN_ATTEMPTS and _creation_race(exc):
+                time.sleep(0.1 * 2**attempt * (1 + random.random()))
+                continue
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, ImportError) or "Can't load plugin" in reason:
+                raise StudyError(f"cannot open the study storage {redact(url)}: its database driver is not "
+                                 f"installed ({redact(reason)})\nfix: {DRIVERS_FIX}") from None
+            raise StudyError(f"cannot open the study storage {redact(url)}: {redact(reason)}\n"
+                             "fix: pass --storage with a URL such as sqlite:///studies/NAME.db or "
+                             "postgresql://USER:PASSWORD@HOST/DB, and check the server is reachable") from None
+    if sqlite_path is not None:
+        sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
+    return storage
+
+
+def _check_url(url: str) -> None:
+    """A URL SQLAlchemy cannot even parse is refused before any connection, with the form it should have."""
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as exc:  # SQLAlchemy raises many kinds: bad URL, missing driver, refused connection
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StudyError(f"cannot open the study storage {redact(url)}: {redact(reason)}\n"
-                         "fix: pass --storage with a URL such as sqlite:///studies/NAME.db or "
-                         "postgresql://USER:PASSWORD@HOST/DB, and check the server is reachable") from None
+        sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        detail = f" ({redact(str(exc))})" if isinstance(exc, ValueError) else ""
+        raise StudyError(f"the study storage {redact(url)} is not a database URL{detail}\n"
+                         "fix: write DIALECT[+DRIVER]://USER:PASSWORD@HOST[:PORT]/DATABASE, e.g. "
+                         "postgresql://hpsearch:PASSWORD@db-host:5432/hpsearch, or sqlite:///studies/NAME.db") from None
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite URL; None for other URLs and in-memory databases."""
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        database = sqlalchemy.engine.make_url(url).database
+    except Exception:
+        return None  # RDBStorage reports the malformed URL
+    return Path(database) if database and database != ":memory:" and not database.startswith("file:") else None
+
+
+def _enable_wal(path: Path) -> None:
+    """Write-ahead logging: readers (a dashboard, a report) never block the workers' writes. Kept by the file."""
+    try:
+        with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        db.close()
+    except sqlite3.Error:
+        pass  # e.g. not a database: RDBStorage says so; a file system without WAL keeps the rollback journal
+
+
+def _begin_immediate(conn: sqlalchemy.Connection) -> None:
+    """Every SQLite transaction takes the write lock first (waiting up to SQLITE_TIMEOUT_S for it).
+
+    A deferred transaction that reads and then writes fails at once with "database is locked" when another worker
+    wrote in between, and two workers could both read a trial as WAITING (or a stale trial as RUNNING) and both
+    claim it. Taking the lock up front serialises the read-then-write, as SELECT ... FOR UPDATE does on a server.
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _creation_race(exc: Exception) -> bool:
+    """Errors of several workers creating the same new storage at once (tables, schema version): try again."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or any(
+        s in text for s in ("already exists", "duplicate key", "database is locked", "duplicate entry"))
+
+
+def worker_index() -> int:
+    """This worker's index among several on one study (0 when alone), from WORKER_INDEX_VARS."""
+    for var in WORKER_INDEX_VARS:
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                return max(0, int(value))
+            except ValueError:
+                raise StudyError(f"{var}={value!r}: a worker index must be a whole number >= 0") from None
+    return 0
 
 
 def make_sampler(space: Space, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -102,22 +212,25 @@ def create_or_resume(space: Space, url: str, study_name: str | None = None, seed
     """Open the study (creating it on first use) with the space's sampler and pruner.
 
     A study remembers the space it was created from; resuming with a different one is refused, since its trials
-    would not be comparable, with a message that names what changed. `seed_offset` separates the sampler seeds
-    of workers on one study; the number of trials already there is added, so a resumed run does not repeat one.
+    would not be comparable, with a message that names what changed. The sampler's seed moves on by the trials
+    already there, by `seed_offset` (the runner's worker processes) and by this run's worker index (worker_index:
+    machines, array tasks), so neither a resumed run nor a parallel worker repeats another's trials.
     """
     name = study_name or space.study.name
-    storage = open_storage(url)
+    storage = open_storage(url, space.study)
     existing = _existing(storage, name)
-    sampler = make_sampler(space, seed_offset=seed_offset + (len(existing.trials) if existing else 0))
+    offset = seed_offset + (len(existing.trials) if existing else 0) + RUN_SEED_STRIDE * worker_index()
+    sampler = make_sampler(space, seed_offset=offset)
     try:
         direction = optuna.study.StudyDirection[space.study.direction.upper()]
         study = optuna.create_study(storage=storage, study_name=name, direction=direction,
                                     sampler=sampler, pruner=make_pruner(space), load_if_exists=True)
     except ValueError as exc:  # e.g. an existing study with the other direction
         raise StudyError(f"cannot resume study {name!r} in {redact(url)}: {exc}") from None
+    has_trials = bool(study.get_trials(deepcopy=False))  # before the attrs: another worker may be creating it
     stored = study.user_attrs.get("space")
     if stored is None:
-        if study.trials:
+        if has_trials:
             raise StudyError(f"study {name!r} in {redact(url)} already has trials but was not made by hpsearch; "
                              "choose another name with --study NAME")
         study.set_user_attr("space", space.identity())
