@@ -92,7 +92,7 @@ def test_failed_trials_are_recorded_with_a_reason_and_the_study_goes_on(workdir:
     import hpsearch.objective as objective
     from hpsearch.train import NonFiniteLoss
 
-    def explode(config, data, on_epoch):  # type: ignore[no-untyped-def]
+    def explode(config, data, on_epoch, **hooks):  # type: ignore[no-untyped-def]
         on_epoch(1, {"val_acc": 0.1, "val_loss": 2.0, "train_loss": float("nan"), "seconds": 0.1})
         raise NonFiniteLoss("training loss is nan at epoch 2")
 
@@ -180,9 +180,10 @@ def test_console_script_and_ctrl_c_leave_a_failed_trial_with_its_reason(workdir:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "interrupted" in out and "Traceback" not in out
-    trial = study_of(workdir).trials[-1]
+    trial, retry = study_of(workdir).trials  # the stopped trial, and its rerun waiting for the next run
     assert trial.state == optuna.trial.TrialState.FAIL
     assert trial.user_attrs["fail_reason"].startswith("interrupted")
+    assert retry.state == optuna.trial.TrialState.WAITING and retry.params == trial.params
 
 
 def test_shipped_smoke_space_runs_ten_trials_quickly_with_some_pruned(workdir: Path) -> None:
@@ -196,3 +197,28 @@ def test_shipped_smoke_space_runs_ten_trials_quickly_with_some_pruned(workdir: P
     assert states.count(optuna.trial.TrialState.COMPLETE) >= 2
     assert max(t.value or 0 for t in trials) > 0.5  # the synthetic data set is really learnt
     assert elapsed < 90, f"smoke search took {elapsed:.0f}s"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", str(TINY), "--storage", "postgresql://u:s3cret@db:port/x"], "is not a database URL"),
+    (["run", str(TINY), "--storage", "mysql+nosuchdriver://u:s3cret@h/db"], "its database driver is not installed"),
+    (["run", str(TINY), "--storage", "sqlite:///notes.txt"], "file is not a database"),
+    (["run", str(TINY), "--set", "study.grace_period=1"], "study.grace_period: must be longer than heartbeat"),
+])
+def test_storage_problems_are_one_message_and_exit_2(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                                     argv: list[str], message: str) -> None:
+    (workdir / "notes.txt").write_text("not a database")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "s3cret" not in err
+    assert (workdir / "notes.txt").read_text() == "not a database"  # nothing was written into it
+
+
+@pytest.mark.parametrize("argv", [["run", str(TINY), "--storage"], ["run", str(TINY), "--timeout", "-1"],
+                                  ["run", str(TINY), "--trails", "3"], ["validate"], ["run", str(TINY), "-n", "2"]])
+def test_more_argument_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error:" in err

@@ -6,6 +6,10 @@ The only place where Optuna meets training: train.py knows nothing of trials, sp
 from __future__ import annotations
 
 import gc
+import math
+import os
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,13 +22,14 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
-from . import checkpoint
+from . import checkpoint, resume
 from .config import TrialConfig
 from .data import DeviceData, prepare
 from .space import Space, suggest
-from .train import NonFiniteLoss, TrainResult, resolve_device, train
+from .train import NonFiniteLoss, ResumeError, TrainResult, resolve_device, train
 
 CHECKPOINT_ATTR = "checkpoint"  # user attr: the artifact id of a trial's best-epoch checkpoint
+WORKER_ATTR = "worker"  # user attr: host:pid of the process that ran the trial
 
 
 class TrialFailed(Exception):
@@ -32,56 +37,126 @@ class TrialFailed(Exception):
 
 
 class Objective:
-    """Callable for `study.optimize`. One per worker process; the data set is loaded once and reused."""
+    """Callable for `study.optimize`. One per worker process; the data set is loaded once and reused.
+
+    With `running` (study.running_dir), each trial keeps its last epoch's state there, and a retried trial
+    (resume.Retry) goes on from it; a trial stopped by Ctrl-C or SIGTERM is failed with the reason and retried.
+    """
 
     def __init__(self, space: Space, store: FileSystemArtifactStore | None,
-                 on_epoch: Callable[[optuna.Trial, int, dict[str, float]], None] | None = None) -> None:
+                 on_epoch: Callable[[optuna.Trial, int, dict[str, float]], None] | None = None,
+                 running: Path | None = None) -> None:
         self.space = space
         self.store = store
         self.metric = space.study.metric
         self.on_epoch_hook = on_epoch
+        self.running = running
+        self.epochs_seen = 0  # epochs of the running trial reported so far, resumed ones included
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.epochs_seen = 0
+        chain = resume.history(trial.storage.get_trial_system_attrs(trial._trial_id))
+        stopped = False
+        try:
+            return self._run(trial, chain)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runner turns it into this): retried, state kept
+            stopped = True
+            reason = f"interrupted ({exc or 'Ctrl-C'}) during epoch {self.epochs_seen + 1}"
+            self._fail(trial, reason, self.epochs_seen)
+            resume.Retry(self.space.study.max_retry, reason)(trial.study, trial.storage.get_trial(trial._trial_id))
+            raise
+        finally:
+            if self.running is not None and not stopped:  # ended for good: its running state is not needed
+                resume.discard(self.running, [*chain, trial.number])
+
+    def _run(self, trial: optuna.Trial, chain: list[int]) -> float:
         config = suggest(trial, self.space)
         trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         device = resolve_device(config.train.device)
         data = prepare(config.data, device)
-        epochs_seen, epoch_seconds = 0, 0.0
+        state = self._resumed_state(trial, chain, config) if chain else None
+        trained, epoch_seconds = 0, 0.0  # epochs trained by this run (a resumed trial skips the finished ones)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            nonlocal epochs_seen, epoch_seconds
-            epochs_seen, epoch_seconds = epoch, epoch_seconds + metrics["seconds"]
+            nonlocal trained, epoch_seconds
+            self.epochs_seen, trained, epoch_seconds = epoch, trained + 1, epoch_seconds + metrics["seconds"]
             value = metrics[self.metric]
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"validation {self.metric} is {value} in epoch {epoch}: the run diverged")
             trial.report(value, epoch)
             if self.on_epoch_hook is not None:
                 self.on_epoch_hook(trial, epoch, metrics)
             if trial.should_prune():
                 trial.set_user_attr("epochs_run", epoch)
                 trial.set_user_attr("epoch_seconds", round(epoch_seconds, 4))
+                trial.set_user_attr("epochs_trained", trained)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric}={value:.4f}")
 
+        def on_state(get: Callable[[], dict[str, Any]]) -> None:
+            if self.running is None:
+                return
+            try:
+                resume.save(self.running, trial.number, trial.study.study_name, config.to_dict(), get())
+            except OSError as exc:  # e.g. a full disk: the trial goes on; a retry would start from an older epoch
+                trial.set_user_attr("running_checkpoint_error", f"{exc.strerror or exc} ({self.running})")
+
         started = time.perf_counter()
+        out_of_memory = False
         try:
-            result = train(config, data, on_epoch)
+            try:
+                result = train(config, data, on_epoch, on_state=on_state, resume=state)
+            except ResumeError as exc:  # a state that does not fit after all: train from the start
+                trial.set_user_attr("resume_error", str(exc))
+                self.epochs_seen = 0
+                result = train(config, data, on_epoch, on_state=on_state)
         except optuna.TrialPruned:
             raise
         except NonFiniteLoss as exc:
-            self._fail(trial, str(exc), epochs_seen)
+            self._fail(trial, str(exc), self.epochs_seen)
             raise TrialFailed(str(exc)) from None
         except torch.OutOfMemoryError:
+            out_of_memory = True  # handled below, once the traceback (and the model it holds) is gone
+        if out_of_memory:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            reason = f"out of {device.type} memory at epoch {epochs_seen + 1}; try a smaller batch_size or model"
-            self._fail(trial, reason, epochs_seen)
-            raise TrialFailed(reason) from None
-        except KeyboardInterrupt as exc:
-            self._fail(trial, f"interrupted ({exc or 'Ctrl-C'}) during epoch {epochs_seen + 1}", epochs_seen)
-            raise
+            reason = (f"out of {device.type} memory in epoch {self.epochs_seen + 1}; try a smaller batch_size "
+                      "or model")
+            self._fail(trial, reason, self.epochs_seen)
+            raise TrialFailed(reason)
         value = float(result.best_metrics[self.metric])
         self._record(trial, result, time.perf_counter() - started)
+        trial.set_user_attr("epochs_trained", trained)
         self._keep_checkpoint(trial, result, config, value, data)
         return value
+
+    def _resumed_state(self, trial: optuna.Trial, chain: list[int], config: TrialConfig) -> dict[str, Any] | None:
+        """The newest running state of the trials this one retries, with their epochs reported again.
+
+        Re-reporting the finished epochs keeps the pruner's view of this trial the same as if it had never stopped.
+        """
+        if self.running is None:
+            return None
+        try:
+            found = resume.load(self.running, chain, config.to_dict())
+        except checkpoint.CheckpointError as exc:
+            trial.set_user_attr("resume_error", str(exc))
+            return None
+        if found is None:
+            return None
+        number, state = found
+        history = state["history"]
+        for metrics in history:
+            trial.report(float(metrics[self.metric]), int(metrics["epoch"]))
+        self.epochs_seen = len(history)
+        trial.set_user_attr("resumed_from", number)
+        trial.set_user_attr("resumed_epoch", len(history))
+        if history and trial.should_prune():
+            trial.set_user_attr("epochs_run", len(history))
+            trial.set_user_attr("epochs_trained", 0)
+            raise optuna.TrialPruned(f"pruned at epoch {len(history)} on resuming trial {number}")
+        return state
 
     @staticmethod
     def _fail(trial: optuna.Trial, reason: str, epochs: int) -> None:
@@ -120,9 +195,15 @@ class Objective:
         payload = checkpoint.make_payload(result.best_state, config, self.metric, value,
                                           trial.number, result.class_names, study.study_name, result.best_epoch,
                                           mean=data.mean.flatten().tolist(), std=data.std.flatten().tolist())
-        with tempfile.TemporaryDirectory() as tmp:
-            path = checkpoint.save(payload, Path(tmp) / f"trial-{trial.number}.pt")
-            artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = checkpoint.save(payload, Path(tmp) / f"trial-{trial.number}.pt")
+                artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+        except OSError as exc:  # e.g. a full disk: the trial's result stands, without its weights
+            reason = f"cannot store the checkpoint: {exc.strerror or exc}"
+            trial.set_user_attr("checkpoint_error", reason)
+            print(f"hpsearch: warning: trial {trial.number}: {reason}", file=sys.stderr)
+            return
         trial.set_user_attr(CHECKPOINT_ATTR, artifact_id)
         ranked = sorted((t for t in done if CHECKPOINT_ATTR in t.user_attrs), key=lambda t: t.value or 0.0,
                         reverse=maximize)

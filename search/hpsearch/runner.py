@@ -112,7 +112,7 @@ def _optimize(plan: Plan, index: int, progress_bars: bool) -> int:
     from .data import prepare
     from .objective import Objective, TrialFailed
     from .progress import Progress
-    from .study import artifact_store, create_or_resume
+    from .study import artifact_store, create_or_resume, running_dir
     from .train import resolve_device
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
@@ -124,7 +124,8 @@ def _optimize(plan: Plan, index: int, progress_bars: bool) -> int:
     print(f"hpsearch: {tag}study {study.study_name!r} ready on {device} in {time.perf_counter() - started:.1f}s",
           file=sys.stderr, flush=True)
     progress = Progress(plan.space, bars=progress_bars, prefix=tag)
-    objective = Objective(plan.space, artifact_store(plan.url, study.study_name), on_epoch=progress.epoch)
+    objective = Objective(plan.space, artifact_store(plan.url, study.study_name), on_epoch=progress.epoch,
+                          running=running_dir(plan.url, study.study_name))
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         study.optimize(objective, n_trials=plan.share(index), timeout=plan.timeout, catch=(TrialFailed,),
@@ -132,7 +133,8 @@ def _optimize(plan: Plan, index: int, progress_bars: bool) -> int:
     except KeyboardInterrupt as exc:
         progress.close()
         print(f"\nhpsearch: {tag}interrupted ({exc or 'Ctrl-C'}); the running trial is recorded as failed, "
-              "the study is intact. Rerun the same command to continue.", file=sys.stderr, flush=True)
+              "the study is intact. Rerun the same command to continue (a stopped trial is retried from its "
+              "last epoch).", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     finally:
         for s, handler in previous.items():
