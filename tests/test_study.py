@@ -213,7 +213,7 @@ def test_worker_index_offsets_the_sampler_seed(tmp_path: Path, monkeypatch: pyte
     ("postgresql://u:s3cret@host:notaport/db", "postgresql://u:***@host:notaport/db is not a database URL"),
     ("no-scheme", "the study storage no-scheme is not a database URL\nfix: write DIALECT[+DRIVER]://"),
     ("mysql+nosuchdriver://u:s3cret@h/db", "its database driver is not installed"),
-    ("postgresql+psycopg2://u:s3cret@127.0.0.1:1/db", "Connection refused"),
+    ("postgresql://u:s3cret@127.0.0.1:1/db", "Connection refused"),
     ("sqlite:////proc/hpsearch/x.db", "cannot create the folder for the study database /proc/hpsearch/x.db"),
 ])
 def test_bad_storage_urls_are_one_clear_error_without_the_password(url: str, message: str) -> None:

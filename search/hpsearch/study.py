@@ -26,7 +26,7 @@ SQLITE_TIMEOUT_S = 60  # how long a SQLite writer waits for another's lock befor
 OPEN_ATTEMPTS = 6  # workers that open a new storage at once race to create its tables: the losers try again
 # Where a worker's index comes from, first found wins: ours, a SLURM array task, a Kubernetes Indexed Job.
 WORKER_INDEX_VARS = ("HPSEARCH_WORKER", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
-DRIVERS_FIX = ("install the driver: pip install -e '.[postgres]' (psycopg2) for postgresql://, "
+DRIVERS_FIX = ("install the driver: pip install -e '.[postgres]' (psycopg) for postgresql://, "
                "pip install -e '.[mysql]' (PyMySQL) for mysql+pymysql://")
 RUN_SEED_STRIDE = 100_003  # seed offset per worker index (one of several runs: machines, array tasks); far apart
 
