@@ -323,6 +323,8 @@ def test_yaml_names_only_registered_components_and_plain_values(tmp_path: Path, 
     ("model: {dropout: {type: [float], low: 0, high: 1}}\n", "model.dropout.type: unknown type ['float']"),
     ("study: {pruner: {name: {x: 1}}}\n", "study.pruner.name: unknown pruner {'x': 1}; known: median"),
     ("optimizer: {name: {}, lr: 0.1}\n", "optimizer.name: expected a string; a searched value is a mapping"),
+    ("train:\n  ._: 1\n", "train.._: unknown key '._'"),  # read as a float by the 1e-4 rule, then float('.')
+    ("train: {epochs: -.5e1}\n", "train.epochs: expected a whole number, got -5.0"),
 ])
 def test_inputs_found_by_the_fuzzer_are_clear_errors(tmp_path: Path, text: str, expected: str) -> None:
     """Each of these once raised a traceback (TypeError: unhashable type, yaml ReaderError); see test_fuzz.py."""

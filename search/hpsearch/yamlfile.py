@@ -45,7 +45,7 @@ class _Loader(yaml.SafeLoader):
 _FLOAT = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""",
     re.X,
@@ -108,7 +108,7 @@ def parse_value(text: str) -> Any:
     """A scalar or flow value as written on a command line (`--set key=1e-4`), with the same float rules."""
     try:
         return yaml.load(text, Loader=_Loader) if text.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, OverflowError):
         return text
 
 
@@ -126,7 +126,8 @@ def _convert(loader: _Loader, node: yaml.Node, path: Path, doc: Document, proble
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
-            key = loader.construct_object(key_node, deep=True)
+            key = _scalar(loader, key_node, path, doc, problems) if isinstance(key_node, yaml.ScalarNode) else \
+                loader.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 where = ".".join(path)
                 problems.append(Problem(doc.source, line, where, f"keys must be names, got {key!r}"))
@@ -140,4 +141,15 @@ def _convert(loader: _Loader, node: yaml.Node, path: Path, doc: Document, proble
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(loader, item, (*path, str(i)), doc, problems) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _scalar(loader, node, path, doc, problems)
+
+
+def _scalar(loader: _Loader, node: yaml.Node, path: Path, doc: Document, problems: list[Problem]) -> Any:
+    """A scalar's value; one that its resolved type cannot hold is a problem, not a traceback."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError, yaml.YAMLError) as exc:
+        kind = str(node.tag).rsplit(":", 1)[-1]
+        problems.append(Problem(doc.source, node.start_mark.line + 1, ".".join(path),
+                                f"cannot read {node.value!r} as a {kind} ({exc}); quote it to make it a string"))
+        return None
