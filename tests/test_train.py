@@ -165,6 +165,16 @@ def test_a_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
         train(tiny(epochs=3), resume={**state, "epoch": 2})
 
 
+def test_a_run_with_dropout_repeats_whether_or_not_its_flops_were_counted_before() -> None:
+    """Counting FLOPs builds a throwaway model once per architecture; it must not move the trial's RNG."""
+    from hpsearch.train import train_flops_per_image
+
+    config = tiny(epochs=1, size=200, model=ModelConfig(width=8, stages=2, blocks_per_stage=1, dropout=0.5))
+    train_flops_per_image.cache_clear()
+    first, second = train(config), train(config)  # the first one counts, the second finds the count cached
+    assert without_seconds(first.history) == without_seconds(second.history)
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_every_precision_trains(precision: str) -> None:
     train_cfg = dataclasses.replace(tiny().train, epochs=1, precision=precision, grad_clip=1.0)

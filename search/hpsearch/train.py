@@ -242,11 +242,16 @@ def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
 
 @functools.lru_cache(maxsize=64)
 def train_flops_per_image(model_config: ModelConfig, num_classes: int) -> int:
-    """Forward + backward FLOPs of one 32x32 training image, counted once per architecture on the CPU."""
-    model = build_model(model_config, num_classes)
-    x = torch.zeros(2, 3, 32, 32)
-    with FlopCounterMode(display=False) as counter:
-        model(x).sum().backward()
+    """Forward + backward FLOPs of one 32x32 training image, counted once per architecture on the CPU.
+
+    Its throwaway model draws its weights from a forked RNG: the trial's own random stream (dropout) must not
+    depend on whether this architecture was counted before in the process, or runs would not repeat.
+    """
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(model_config, num_classes)
+        x = torch.zeros(2, 3, 32, 32)
+        with FlopCounterMode(display=False) as counter:
+            model(x).sum().backward()
     return int(counter.get_total_flops() // 2)
 
 
