@@ -107,7 +107,7 @@ def test_out_of_memory_fails_the_trial_frees_its_memory_and_the_next_one_runs(
     assert first.user_attrs["fail_reason"] == "out of cpu memory in epoch 2; try a smaller batch_size or model"
     assert "reason: out of cpu memory in epoch 2" in out
     assert second.state == TrialState.COMPLETE
-    assert len(refs) == 2 and refs[0]() is None
+    assert refs[0]() is None  # (later entries: the second trial, and FLOP counting builds a model too)
     assert alive_at_release == [False]  # nothing held the failed trial's model when memory was released
 
 
@@ -129,7 +129,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(checkpoint.CheckpointError, match="cannot write .*c.pt: No space left on device"):
         checkpoint.save(payload(2.0), path)
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
 
@@ -137,7 +137,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(checkpoint.os, "replace", rename_fails)
-    with pytest.raises(OSError, match="cross-device"):
+    with pytest.raises(checkpoint.CheckpointError, match="cross-device"):
         checkpoint.save(payload(3.0), path)
     assert checkpoint.read(path)["value"] == 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
@@ -176,7 +176,7 @@ def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:200])
     (tmp_path / "noise.pt").write_bytes(os.urandom(500))
     for name in ("truncated.pt", "noise.pt"):
-        with pytest.raises(checkpoint.CheckpointError, match=f"cannot read checkpoint .*{name}: .*corrupt file"):
+        with pytest.raises(checkpoint.CheckpointError, match=f"cannot read checkpoint .*{name} .*corrupt or trunc"):
             checkpoint.load_payload(tmp_path / name)
     with pytest.raises(checkpoint.CheckpointError, match="not an hpsearch checkpoint"):
         checkpoint.load_payload(good)  # a dict, but not ours
@@ -195,9 +195,13 @@ class Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_checkpoint_holding_code_is_refused_and_the_code_never_runs(tmp_path: Path) -> None:
+def test_a_checkpoint_holding_code_is_refused_and_the_code_never_runs(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     marker = tmp_path / "pwned"
     torch.save({"format": checkpoint.FORMAT, "state_dict": {}, "payload": Exploit(marker)}, tmp_path / "evil.pt")
     with pytest.raises(checkpoint.CheckpointError, match="which weights-only loading refuses"):
         checkpoint.load_payload(tmp_path / "evil.pt")
+    assert main(["evaluate", str(tmp_path / "evil.pt")]) == 2  # the verb that takes a file from anywhere
+    err = capsys.readouterr().err
+    assert "which weights-only loading refuses" in err and "Traceback" not in err
     assert not marker.exists()

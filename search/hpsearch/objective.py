@@ -98,8 +98,8 @@ class Objective:
                 return
             try:
                 resume.save(self.running, trial.number, trial.study.study_name, config.to_dict(), get())
-            except OSError as exc:  # e.g. a full disk: the trial goes on; a retry would start from an older epoch
-                trial.set_user_attr("running_checkpoint_error", f"{exc.strerror or exc} ({self.running})")
+            except (OSError, checkpoint.CheckpointError) as exc:  # a full disk: the trial goes on (a retry would
+                trial.set_user_attr("running_checkpoint_error", str(exc))  # resume from an older epoch)
 
         started = time.perf_counter()
         out_of_memory = False
@@ -199,8 +199,8 @@ class Objective:
             with tempfile.TemporaryDirectory() as tmp:
                 path = checkpoint.save(payload, Path(tmp) / f"trial-{trial.number}.pt")
                 artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
-        except OSError as exc:  # e.g. a full disk: the trial's result stands, without its weights
-            reason = f"cannot store the checkpoint: {exc.strerror or exc}"
+        except (OSError, checkpoint.CheckpointError) as exc:  # a full disk: the trial's result stands, unweighted
+            reason = f"cannot store the checkpoint: {exc}"
             trial.set_user_attr("checkpoint_error", reason)
             print(f"hpsearch: warning: trial {trial.number}: {reason}", file=sys.stderr)
             return
