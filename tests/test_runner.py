@@ -78,7 +78,10 @@ def test_sigterm_to_the_parent_stops_every_worker_cleanly(workdir: Path) -> None
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     trials = trials_of(workdir)
-    assert len(trials) == 2 and "Traceback" not in out
-    for t in trials:
-        assert t.state == optuna.trial.TrialState.FAIL
+    assert "Traceback" not in out
+    stopped = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]  # each rerun, for the next run
+    assert len(stopped) == 2 and len(trials) == 4
+    assert sorted(t.user_attrs["retry_of"] for t in waiting) == sorted(t.number for t in stopped)
+    for t in stopped:
         assert t.user_attrs["fail_reason"].startswith("interrupted (SIGTERM)")
