@@ -118,8 +118,8 @@ class StudySpec:
     sampler: dict[str, Any]  # {name: tpe, seed: 0, ...keyword arguments of that Optuna sampler}
     pruner: dict[str, Any]  # {name: median, ...keyword arguments of that Optuna pruner}
     keep_checkpoints: int  # best-epoch checkpoints kept for the best k completed trials
-    heartbeat_interval: int | None = 60  # seconds between a running trial's heartbeats; None: no heartbeats
-    grace_period: int | None = None  # seconds without a heartbeat before a trial counts as dead; None: 2 intervals
+    heartbeat_interval: int | None = 60  # seconds between a running trial's heartbeats; null: no heartbeats
+    grace_period: int | None = None  # seconds without a heartbeat before a trial counts as dead; null: 2 intervals
     max_retry: int = 3  # times a trial whose worker died or was stopped is rerun from its last epoch; 0: never
 
 
