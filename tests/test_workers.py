@@ -6,6 +6,8 @@ HPSEARCH_MYSQL_URL, and skip with that reason otherwise. Each test prints its fi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 from pathlib import Path
@@ -18,6 +20,7 @@ from procs import BACKENDS, HERE, figures, output, pid_of, start, storage, trial
 from sqlalchemy.engine import make_url
 
 from hpsearch import checkpoint, load_space
+from hpsearch.cli import main
 from hpsearch.study import running_dir
 
 STRESS = HERE / "spaces" / "stress.yaml"
@@ -59,6 +62,11 @@ def test_four_workers_record_every_trial_once(backend: str, tmp_path: Path) -> N
         assert len({tuple(sorted(t.params.items())) for t in found}) == len(found)  # per-worker seeds
         assert figures(found)["lost"] == 0
         assert not running_files(tmp_path, url, study)  # no running state left behind
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
+            assert main(["report", "--storage", url, "--study", study]) == 0
+        assert f"{WORKERS * TRIALS_EACH} trials" in shown.getvalue()
+        assert not password or f":{password}@" not in shown.getvalue()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
