@@ -185,6 +185,7 @@ def test_heartbeats_and_retries_follow_the_study_settings(tmp_path: Path) -> Non
     assert not is_heartbeat_enabled(open_storage(url, off))
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_worker_index_offsets_the_sampler_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hpsearch.study import worker_index
 
