@@ -48,7 +48,7 @@ def test_two_workers_run_the_total_on_one_study(workdir: Path, capsys: pytest.Ca
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     lrs = [v for t in trials for k, v in t.params.items() if k.endswith(".lr")]
     assert len(set(lrs)) == 5  # distinct sampler streams
-    assert "5 trials this run (5 complete)" in captured.out
+    assert "5 new trials (5 complete)" in captured.out
 
 
 def test_gpus_without_cuda_is_a_clear_error(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

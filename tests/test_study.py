@@ -254,3 +254,12 @@ def test_resuming_with_another_metric_says_what_changed(tmp_path: Path) -> None:
     message = str(info.value)
     assert "metric: 'val_acc' -> 'val_loss'" in message and "direction: 'maximize' -> 'minimize'" in message
     assert "fix: start a new study with --study tiny-2" in message
+
+
+def test_sqlite_storage_is_wal_with_normal_sync(tmp_path: Path) -> None:
+    from hpsearch.study import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    with storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL

@@ -194,7 +194,8 @@ def _median(results: list[LoopResult]) -> LoopResult:
 def overhead(space: str, trials: int, workers: int = 1, out: Callable[[str], None] = print) -> dict[str, float]:
     """Run `hpsearch run SPACE` in a fresh folder and measure start-up, per-trial overhead and trials per hour.
 
-    start-up: from launching the command to the first trial's start (imports, data on the device, study).
+    start-up: from launching the command to the first trial's start (imports, data on the device, study);
+    trials per hour are given over the whole wall time and over the time after start-up (a long search's rate).
     overhead: a trial's wall time minus its epochs' time (sampling, storage writes, model build, reporting,
     pruning decisions, checkpoint), as a share of the trial's time.
     """
@@ -213,10 +214,12 @@ def overhead(space: str, trials: int, workers: int = 1, out: Callable[[str], Non
     first = min(t.datetime_start for t in done if t.datetime_start)
     shares = [1 - t.user_attrs["epoch_seconds"] / t.duration.total_seconds()
               for t in done if t.duration and "epoch_seconds" in t.user_attrs]
-    result = {"startup_s": (first - launched).total_seconds(), "wall_s": wall, "trials": len(done),
+    startup = (first - launched).total_seconds()
+    result = {"startup_s": startup, "wall_s": wall, "trials": len(done),
               "trials_per_hour": len(done) / wall * 3600,
+              "steady_trials_per_hour": len(done) / max(wall - startup, 1e-9) * 3600,
               "overhead_median": statistics.median(shares) if shares else float("nan")}
-    out(f"{space}: {len(done)} trials, {workers} worker(s), {wall:.1f}s wall, {result['trials_per_hour']:.0f} "
-        f"trials/h; start-up {result['startup_s']:.2f}s; per-trial overhead median "
-        f"{100 * result['overhead_median']:.2f}% of the trial")
+    out(f"{space}: {len(done)} trials, {workers} worker(s), {wall:.1f}s wall; {result['trials_per_hour']:.0f} "
+        f"trials/h, {result['steady_trials_per_hour']:.0f} after start-up; start-up {startup:.2f}s; "
+        f"per-trial overhead median {100 * result['overhead_median']:.2f}% of the trial")
     return result

@@ -272,7 +272,7 @@ def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before:
     trials = study.trials[before:]
     states = {s.name: sum(1 for t in trials if t.state == s) for s in optuna.trial.TrialState}
     counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items() if n)
-    print(f"\n{len(trials)} trials this run ({counts or 'none'}); {len(study.trials)} in the study")
+    print(f"\n{len(trials)} new trials ({counts or 'none'}); {len(study.trials)} in the study")
     try:
         best = study.best_trial
     except ValueError:

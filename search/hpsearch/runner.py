@@ -62,11 +62,14 @@ def run(plan: Plan) -> int:
             signal.signal(s, handler)
     codes = [p.exitcode or 0 for p in procs]
     for i, code in enumerate(codes):
-        if code not in (0, EXIT_INTERRUPTED):
+        if code < 0:
+            print(f"hpsearch: worker {i} was killed by {signal.Signals(-code).name}; its trial is retried by a "
+                  "live worker or the next run", file=sys.stderr)
+        elif code not in (0, EXIT_INTERRUPTED):
             print(f"hpsearch: worker {i} exited with status {code}", file=sys.stderr)
     if any(code == EXIT_INTERRUPTED for code in codes):
         return EXIT_INTERRUPTED
-    return max(codes)
+    return max((1 if code < 0 else code for code in codes), default=0)  # a worker killed by a signal is a failure
 
 
 def _forward(procs: Sequence[multiprocessing.process.BaseProcess]) -> Callable[[int, FrameType | None], None]:

@@ -525,7 +525,7 @@ class _Checker:
         if step is not None and step <= 0:
             self.problem((*path, "step"), f"must be > 0, got {step}")
         bounds = RANGES.get(dotted)
-        if bounds is not None:
+        if bounds is not None and len(self.problems) == n_problems:  # one message per mistake, not two
             for key, v in (("low", low), ("high", high)):
                 if not _in_range(v, bounds):
                     self.problem((*path, key), f"{dotted} must be {_range_text(bounds)}, got {key}={_fmt(v)}")
