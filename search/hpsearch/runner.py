@@ -124,8 +124,9 @@ def _optimize(plan: Plan, index: int, progress_bars: bool) -> int:
     prepare(plan.space.fixed_data(), device)  # loaded once; every trial of this worker reuses it
     study = create_or_resume(plan.space, plan.url, plan.study_name, seed_offset=WORKER_SEED_STRIDE * index)
     tag = f"[w{index}] " if plan.workers > 1 else ""
-    print(f"hpsearch: {tag}study {study.study_name!r} ready on {device} in {time.perf_counter() - started:.1f}s",
-          file=sys.stderr, flush=True)
+    if plan.workers > 1:
+        print(f"hpsearch: {tag}study {study.study_name!r} ready on {device} in {time.perf_counter() - started:.1f}s",
+              file=sys.stderr, flush=True)
     progress = Progress(plan.space, bars=progress_bars, prefix=tag)
     objective = Objective(plan.space, artifact_store(plan.url, study.study_name), on_epoch=progress.epoch,
                           running=running_dir(plan.url, study.study_name))
