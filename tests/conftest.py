@@ -18,6 +18,13 @@ SEARCH = ["--trials", "12", "--set", "train.epochs=3",
           "--set", "study.pruner={name: median, n_startup_trials: 3, n_warmup_steps: 1}"]
 
 
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test in its own folder, so the default studies/ lands there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @dataclass(frozen=True)
 class Searched:
     folder: Path

@@ -20,12 +20,6 @@ HERE = Path(__file__).resolve().parent
 TINY = HERE / "spaces" / "tiny.yaml"
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run each test in its own folder, so the default studies/ lands there."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
 
 def study_of(workdir: Path, name: str = "tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'studies' / (name + '.db')}")

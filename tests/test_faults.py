@@ -28,11 +28,6 @@ HERE = Path(__file__).resolve().parent
 TINY = HERE / "spaces" / "tiny.yaml"
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
 
 def test_a_diverging_trial_fails_with_the_reason_and_the_next_one_runs(workdir: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:

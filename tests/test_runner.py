@@ -20,11 +20,6 @@ HERE = Path(__file__).resolve().parent
 TINY = HERE / "spaces" / "tiny.yaml"
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
 
 def trials_of(workdir: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'studies/tiny.db'}").trials

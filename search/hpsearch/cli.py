@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__, cli_results
+from .cli_results import positive_int
 
 EXIT_BAD_INPUT = 2
 
@@ -45,14 +46,14 @@ def _parser() -> argparse.ArgumentParser:
               hpsearch run spaces/cifar100.yaml --trials 40 --workers 4 --gpus 0,1
               hpsearch run spaces/cifar100.yaml --storage postgresql://user@db-host/hpsearch --trials 20"""))
     _space_args(run)
-    run.add_argument("--trials", type=_positive_int, default=None, metavar="N",
+    run.add_argument("--trials", type=positive_int, default=None, metavar="N",
                      help="trials to add in this run (default: no limit; stop with --timeout or Ctrl-C)")
     run.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
                      help="stop starting new trials after this many seconds")
     run.add_argument("--storage", metavar="URL", help="RDB URL (default: study.storage, else "
                                                       "sqlite:///studies/<name>.db)")
     run.add_argument("--study", metavar="NAME", help="study name (default: study.name, else the file's name)")
-    run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+    run.add_argument("--workers", type=positive_int, default=1, metavar="N",
                      help="worker processes on this study (default 1); --trials is the total across them")
     run.add_argument("--gpus", metavar="IDS", help="CUDA devices to deal the workers over, e.g. 0,1 "
                                                     "(several workers per GPU allowed)")
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  hpsearch sample spaces/cifar100.yaml -n 3\n  hpsearch sample spaces/smoke.yaml "
                "-n 1 --full")
     _space_args(sample, data_root=False)
-    sample.add_argument("-n", type=_positive_int, default=5, metavar="K", help="how many (default 5)")
+    sample.add_argument("-n", type=positive_int, default=5, metavar="K", help="how many (default 5)")
     sample.add_argument("--full", action="store_true", help="print every field of each configuration")
 
     bench = verbs.add_parser(
@@ -88,10 +89,10 @@ def _parser() -> argparse.ArgumentParser:
               hpsearch bench --models cnn6 --steps 2 --warmup 1 --batch-size 16      # seconds, synthetic data
               hpsearch bench --overhead spaces/smoke.yaml --trials 20 --workers 1,2,4"""))
     bench.add_argument("--models", default="cnn6,resnet18", help="comma-separated: cnn6, resnet18")
-    bench.add_argument("--batch-size", type=_positive_int, default=512)
-    bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per loop (default 20)")
+    bench.add_argument("--batch-size", type=positive_int, default=512)
+    bench.add_argument("--steps", type=positive_int, default=20, help="timed steps per loop (default 20)")
     bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
-    bench.add_argument("--repeats", type=_positive_int, default=3,
+    bench.add_argument("--repeats", type=positive_int, default=3,
                        help="alternate the two loops this many times and take medians (default 3)")
     bench.add_argument("--data-root", metavar="DIR", help="folder with cifar100.npz or cifar-100-python/ "
                                                           "(default: synthetic CIFAR-shaped data)")
@@ -99,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--loader-workers", type=int, default=min(4, os.cpu_count() or 1),
                        help="DataLoader workers of the plain loop (default: min(4, cores))")
     bench.add_argument("--overhead", metavar="SPACE", help="measure a search's start-up and overhead instead")
-    bench.add_argument("--trials", type=_positive_int, default=10, help="with --overhead: trials per run")
+    bench.add_argument("--trials", type=positive_int, default=10, help="with --overhead: trials per run")
     bench.add_argument("--workers", default="1", help="with --overhead: worker counts to try, e.g. 1,2,4")
     cli_results.add_parsers(verbs, _Formatter)
     return parser
@@ -112,16 +113,6 @@ def _space_args(p: argparse.ArgumentParser, data_root: bool = True) -> None:
     if data_root:
         p.add_argument("--data-root", metavar="DIR", help="folder holding cifar100.npz or cifar-100-python/ "
                                                           "(overrides data.root)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:

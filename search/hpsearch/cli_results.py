@@ -38,7 +38,7 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
                   hpsearch report spaces/smoke.yaml --format html --out report.html --plots plots/
                   hpsearch report --storage sqlite:///studies/smoke.db --study smoke --format markdown""")
     study_args(report)
-    report.add_argument("--top", type=_positive_int, default=10, metavar="K", help="trials to list (default 10)")
+    report.add_argument("--top", type=positive_int, default=10, metavar="K", help="trials to list (default 10)")
     report.add_argument("--format", choices=REPORT_FORMATS, default="table",
                         help="table (default), csv (the table alone, for pandas.read_csv), markdown, or html "
                              "(a standalone page with the plots embedded)")
@@ -71,7 +71,7 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
                                                              "the trial was trained with)")
     evaluate.add_argument("--per-class", action="store_true", help="also print each class's accuracy")
     evaluate.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda:N")
-    evaluate.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per forward pass")
+    evaluate.add_argument("--batch-size", type=positive_int, metavar="N", help="images per forward pass")
 
     retrain = verb("retrain", "train the best configuration on train+validation and test it",
                    "The usual last step after a search: train the best (or a chosen) completed trial's configuration "
@@ -264,7 +264,8 @@ def _emit(text: str, out: str | None) -> None:
     print(f"hpsearch: wrote {out}", file=sys.stderr)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type for counts (also used by cli.py)."""
     try:
         value = int(text)
     except ValueError:
