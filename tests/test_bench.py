@@ -39,6 +39,7 @@ def test_plain_dataset_applies_pil_transforms() -> None:
 def test_overhead_mode_runs_a_real_search(capsys: pytest.CaptureFixture[str]) -> None:
     result = bench.overhead(str(HERE / "spaces" / "tiny.yaml"), trials=2)
     assert result["trials"] == 2 and result["startup_s"] > 0 and 0 <= result["overhead_median"] < 1
+    assert result["steady_trials_per_hour"] >= result["trials_per_hour"] > 0
     assert "per-trial overhead median" in capsys.readouterr().out
 
 

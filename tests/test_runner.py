@@ -80,3 +80,30 @@ def test_sigterm_to_the_parent_stops_every_worker_cleanly(workdir: Path) -> None
     assert sorted(t.user_attrs["retry_of"] for t in waiting) == sorted(t.number for t in stopped)
     for t in stopped:
         assert t.user_attrs["fail_reason"].startswith("interrupted (SIGTERM)")
+
+
+def test_a_worker_killed_by_a_signal_fails_the_run(workdir: Path) -> None:
+    """SIGKILL to one worker under --workers: the other finishes its share, the run's status is 1, and it says why."""
+    exe = Path(sys.executable).with_name("hpsearch")
+    proc = subprocess.Popen([str(exe), "run", str(TINY), "--workers", "2", "--trials", "4",
+                             "--set", "train.epochs=40"], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline:  # wait until a trial reports, then find the worker processes
+        try:
+            running = [t for t in trials_of(workdir) if t.intermediate_values]
+        except Exception:
+            running = []
+        workers = [int(p) for p in children.read_text().split()] if children.exists() else []
+        if running and len(workers) >= 2:
+            break
+        time.sleep(0.3)
+    workers = [p for p in workers if "hpsearch-worker" in Path(f"/proc/{p}/cmdline").read_text()
+               or "multiprocessing" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert workers, "no worker process found"
+    os.kill(workers[-1], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 1, out
+    assert "was killed by SIGKILL" in out and "Traceback" not in out

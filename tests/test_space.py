@@ -329,3 +329,8 @@ def test_yaml_names_only_registered_components_and_plain_values(tmp_path: Path, 
 def test_inputs_found_by_the_fuzzer_are_clear_errors(tmp_path: Path, text: str, expected: str) -> None:
     """Each of these once raised a traceback (TypeError: unhashable type, yaml ReaderError); see test_fuzz.py."""
     assert expected in "\n".join(problems(tmp_path, text))
+
+
+def test_a_log_range_below_zero_is_one_problem_not_two(tmp_path: Path) -> None:
+    msg = one_problem(tmp_path, "optimizer: {lr: {type: float, low: 0, high: 0.1, log: true}}\n")
+    assert "`log: true` needs low > 0" in msg
