@@ -46,6 +46,27 @@ def test_two_workers_run_the_total_on_one_study(workdir: Path, capsys: pytest.Ca
     assert "5 new trials (5 complete)" in captured.out
 
 
+def test_workers_run_in_the_callers_folder_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Workers fork from a server started once per process: each run's workers still get that run's folder and
+    environment: the relative default storage lands in the run's folder, and HPSEARCH_WORKER (which moves the
+    sampler seeds on) reaches the workers, so the second run draws other values than the first."""
+    drawn = []
+    for name, index in (("first", "0"), ("second", "5")):
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("HPSEARCH_WORKER", index)
+        assert main(["run", str(TINY), "--trials", "2", "--workers", "2", "--set", "optimizer.adam.lr={type: float, "
+                     "low: 1e-4, high: 1e-2, log: true}"]) == 0
+        trials = trials_of(folder)
+        assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        drawn.append({v for t in trials for k, v in t.params.items() if k.endswith(".lr")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "second"]
+    assert not drawn[0] & drawn[1]
+    capsys.readouterr()
+
+
 def test_gpus_without_cuda_is_a_clear_error(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
@@ -88,22 +109,19 @@ def test_a_worker_killed_by_a_signal_fails_the_run(workdir: Path) -> None:
     proc = subprocess.Popen([str(exe), "run", str(TINY), "--workers", "2", "--trials", "4",
                              "--set", "train.epochs=40"], cwd=workdir, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     deadline = time.monotonic() + 120
-    workers: list[int] = []
-    while time.monotonic() < deadline:  # wait until a trial reports, then find the worker processes
-        try:
-            running = [t for t in trials_of(workdir) if t.intermediate_values]
+    workers: set[int] = set()
+    while time.monotonic() < deadline:  # wait until both workers run a trial that has reported; their pids
+        try:  # are in the trials' `worker` attribute (host:pid)
+            workers = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in trials_of(workdir)
+                       if t.intermediate_values and "worker" in t.user_attrs}
         except Exception:
-            running = []
-        workers = [int(p) for p in children.read_text().split()] if children.exists() else []
-        if running and len(workers) >= 2:
+            workers = set()
+        if len(workers) >= 2:
             break
         time.sleep(0.3)
-    workers = [p for p in workers if "hpsearch-worker" in Path(f"/proc/{p}/cmdline").read_text()
-               or "multiprocessing" in Path(f"/proc/{p}/cmdline").read_text()]
-    assert workers, "no worker process found"
-    os.kill(workers[-1], signal.SIGKILL)
+    assert len(workers) == 2 and proc.pid not in workers, workers
+    os.kill(max(workers), signal.SIGKILL)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 1, out
     assert "was killed by SIGKILL" in out and "Traceback" not in out

@@ -211,10 +211,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import optuna
 
-    from .runner import Plan, run
+    from .runner import Plan, prestart, run
     from .study import artifact_dir, create_or_resume, redact, storage_url
 
     space = _load(args)
+    prestart(args.workers)  # the workers' imports go on beside the data check below
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
     url = storage_url(space, args.storage)
     gpus = _check_gpus(args.gpus)

@@ -2,6 +2,10 @@
 
 Optuna's RDB storage is the only thing the workers share: each opens the study, draws with its own sampler seed,
 loads the data set once onto its device and trains trial after trial. No scheduler of our own.
+
+Workers are forked from a forkserver that has imported torch, Optuna and hpsearch once (started by `prestart` while
+the caller checks the data), so N workers do not import torch N times; the server never touches CUDA or runs a
+parallel region, so forking it is safe. Where there is no forkserver (Windows), workers are spawned.
 """
 
 from __future__ import annotations
@@ -40,16 +44,37 @@ class Plan:
         return self.trials // self.workers + (1 if index < self.trials % self.workers else 0)
 
 
+PRELOAD = ["hpsearch.objective", "hpsearch.progress"]  # what every worker imports: torch, Optuna, SQLAlchemy
+
+
+def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")  # CUDA and a plain fork do not mix
+
+
+def prestart(workers: int) -> None:
+    """Start the forkserver now (for more than one worker), so that its imports overlap the caller's own work."""
+    if workers > 1 and _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def run(plan: Plan) -> int:
     """Run the plan; returns the exit status (0, 130 when interrupted, else the worst worker status)."""
     if plan.workers == 1:
         return _optimize(plan, index=0, progress_bars=True)
-    ctx = multiprocessing.get_context("spawn")  # CUDA and fork do not mix
+    ctx = _context()
     threads = max(1, (os.cpu_count() or 1) // plan.workers)  # each CPU worker takes its share of the cores
+    # A forked worker starts with the server's folder and environment: hand it this process's, as spawn would.
+    setting = (os.getcwd(), dict(os.environ))
     procs = []
     for i in range(plan.workers):
         gpu = plan.gpus[i % len(plan.gpus)] if plan.gpus else None
-        p = ctx.Process(target=_worker, args=(plan, i, gpu, threads), name=f"hpsearch-worker-{i}")
+        p = ctx.Process(target=_worker, args=(plan, i, gpu, threads, setting), name=f"hpsearch-worker-{i}")
         p.start()
         procs.append(p)
     previous = {s: signal.signal(s, _forward(procs)) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -91,9 +116,13 @@ def _forward(procs: Sequence[multiprocessing.process.BaseProcess]) -> Callable[[
     return handler
 
 
-def _worker(plan: Plan, index: int, gpu: str | None, threads: int) -> None:
+def _worker(plan: Plan, index: int, gpu: str | None, threads: int, setting: tuple[str, dict[str, str]]) -> None:
+    cwd, environ = setting
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch is imported in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA is initialised in this process (torch does it lazily)
     import torch
 
     torch.set_num_threads(threads)
