@@ -26,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 
 @pytest.fixture
 def space() -> Space:
-    return load_space(TINY, [f"train.epochs={EPOCHS}"])
+    return load_space(TINY, [f"train.epochs={EPOCHS}", "study.resume_interval=0"])  # state saved every epoch
 
 
 def stop_at(epoch: int, signal_name: str = "SIGTERM"):  # type: ignore[no-untyped-def]
@@ -48,6 +48,24 @@ def stopped_study(space: Space, tmp_path: Path, epoch: int = 3) -> tuple[optuna.
     with pytest.raises(KeyboardInterrupt):
         study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     return study, url, running
+
+
+def test_the_running_state_is_written_once_per_resume_interval(space: Space, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """resume_interval 0: after every epoch; the default (60 s): not within a short trial; stopped, it starts over."""
+    writes: list[int] = []
+    save = resume.save
+    monkeypatch.setattr(resume, "save", lambda *a: writes.append(a[4]["epoch"]) or save(*a))
+    stopped_study(space, tmp_path, epoch=3)
+    assert writes == [1, 2]  # epoch 3 was reported, then the stop: its state was never due
+    writes.clear()
+    default = load_space(TINY, [f"train.epochs={EPOCHS}"])
+    study, url, running = stopped_study(default, tmp_path / "default", epoch=3)
+    assert writes == [] and not list(running.glob("*"))
+    study.optimize(Objective(default, None, running=running), n_trials=1, catch=(TrialFailed,))
+    retry = study.trials[1]
+    assert retry.state == TrialState.COMPLETE and "resumed_from" not in retry.user_attrs
+    assert retry.user_attrs["epochs_trained"] == EPOCHS  # nothing saved: the rerun trained every epoch
 
 
 def test_a_stopped_trial_is_failed_with_the_reason_its_state_kept_and_a_rerun_enqueued(space: Space,

@@ -279,9 +279,10 @@ def test_sampler_and_pruner_options_are_checked_by_building_them(tmp_path: Path)
 
 def test_reliability_settings_have_safe_defaults(tmp_path: Path) -> None:
     study = load_space(write(tmp_path, "study: {name: s}\n")).study
-    assert (study.heartbeat_interval, study.grace_period, study.max_retry) == (60, None, 3)
-    study = load_space(write(tmp_path, "study: {heartbeat_interval: 5, grace_period: 30, max_retry: 0}\n")).study
-    assert (study.heartbeat_interval, study.grace_period, study.max_retry) == (5, 30, 0)
+    assert (study.heartbeat_interval, study.grace_period, study.max_retry, study.resume_interval) == (60, None, 3, 60)
+    study = load_space(write(tmp_path, "study: {heartbeat_interval: 5, grace_period: 30, max_retry: 0, "
+                                       "resume_interval: 0}\n")).study
+    assert (study.heartbeat_interval, study.grace_period, study.max_retry, study.resume_interval) == (5, 30, 0, 0)
     assert load_space(write(tmp_path, "study: {heartbeat_interval: null}\n")).study.heartbeat_interval is None
 
 
@@ -295,6 +296,8 @@ def test_reliability_settings_have_safe_defaults(tmp_path: Path) -> None:
     ("study: {heartbeat_interval: null, grace_period: 10}\n", "study.grace_period: needs heartbeat_interval"),
     ("study: {max_retry: -1}\n", "study.max_retry: expected a whole number of retries >= 0, got -1"),
     ("study: {max_retry: null}\n", "study.max_retry: expected a whole number of retries >= 0, got None"),
+    ("study: {resume_interval: -5}\n", "study.resume_interval: expected a whole number of seconds >= 0, got -5"),
+    ("study: {resume_interval: null}\n", "study.resume_interval: expected a whole number of seconds >= 0, got None"),
     ("study: {heartbeat_interval: {type: int, low: 1, high: 5}}\n",
      "study.heartbeat_interval: study settings cannot be searched"),
 ])

@@ -140,30 +140,33 @@ class _Checker:
                                  optuna.samplers, default="tpe")
         pruner = self.component(raw.get("pruner", {"name": "median"}), ("study", "pruner"), C.PRUNERS,
                                 optuna.pruners, default="median")
-        interval, grace, retries = self.reliability(raw)
-        return StudySpec(name, direction, metric, storage, sampler, pruner, keep, interval, grace, retries)
+        interval, grace, retries, resume_every = self.reliability(raw)
+        return StudySpec(name, direction, metric, storage, sampler, pruner, keep, interval, grace, retries,
+                         resume_every)
 
-    def reliability(self, raw: dict[str, Any]) -> tuple[int | None, int | None, int]:
-        """heartbeat_interval, grace_period (whole seconds or null) and max_retry (a whole number >= 0)."""
+    def reliability(self, raw: dict[str, Any]) -> tuple[int | None, int | None, int, int]:
+        """heartbeat_interval, grace_period (whole seconds or null), max_retry and resume_interval (whole numbers
+        >= 0)."""
         out: list[Any] = []
         for key, default, low in (("heartbeat_interval", StudySpec.heartbeat_interval, 1),
-                                  ("grace_period", StudySpec.grace_period, 1), ("max_retry", StudySpec.max_retry, 0)):
+                                  ("grace_period", StudySpec.grace_period, 1), ("max_retry", StudySpec.max_retry, 0),
+                                  ("resume_interval", StudySpec.resume_interval, 0)):
             value = raw.get(key, default)
-            nullable = key != "max_retry"
+            nullable = key in ("heartbeat_interval", "grace_period")
             if (value is None and not nullable) or (value is not None and (
                     not isinstance(value, int) or isinstance(value, bool) or value < low)):
-                kind = "seconds" if nullable else "retries"
+                kind = "retries" if key == "max_retry" else "seconds"
                 self.problem(("study", key), f"expected a whole number of {kind} >= {low}"
                                              f"{' or null (off)' if nullable else ''}, got {value!r}")
                 value = default
             out.append(value)
-        interval, grace, retries = out
+        interval, grace, retries, resume_every = out
         if grace is not None and interval is not None and grace <= interval:
             self.problem(("study", "grace_period"), f"must be longer than heartbeat_interval ({interval} s), or a "
                                                     f"live trial counts as dead; got {grace} (e.g. {2 * interval})")
         if grace is not None and interval is None:
             self.problem(("study", "grace_period"), "needs heartbeat_interval (heartbeats are off when it is null)")
-        return interval, grace, retries
+        return interval, grace, retries, resume_every
 
     def component(self, raw: Any, path: tuple[str, ...], names: dict[str, str], module: Any,
                   default: str) -> dict[str, Any]:

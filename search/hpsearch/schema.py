@@ -179,6 +179,8 @@ def _study() -> dict[str, Any]:
             "grace_period": {"type": ["integer", "null"], "minimum": 1, "description": comments["grace_period"]},
             "max_retry": {"type": "integer", "minimum": 0, "default": StudySpec.max_retry,
                           "description": comments["max_retry"]},
+            "resume_interval": {"type": "integer", "minimum": 0, "default": StudySpec.resume_interval,
+                                "description": comments["resume_interval"]},
             "sampler": _component(C.SAMPLERS, optuna.samplers, "tpe", comments["sampler"]),
             "pruner": _component(C.PRUNERS, optuna.pruners, "median", comments["pruner"]),
         },

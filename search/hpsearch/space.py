@@ -23,7 +23,7 @@ from .yamlfile import Problem, SpaceError, parse
 SECTIONS = ("data", "train", "model", "optimizer", "scheduler")
 TOP_KEYS = ("study", *SECTIONS)
 STUDY_KEYS = ("name", "direction", "metric", "storage", "sampler", "pruner", "keep_checkpoints",
-              "heartbeat_interval", "grace_period", "max_retry")
+              "heartbeat_interval", "grace_period", "max_retry", "resume_interval")
 PARAM_KEYS = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"),
               "categorical": ("choices",)}
 DIRECTIONS = ("maximize", "minimize")
@@ -117,6 +117,7 @@ class StudySpec:
     heartbeat_interval: int | None = 60  # seconds between a running trial's heartbeats; null: no heartbeats
     grace_period: int | None = None  # seconds without a heartbeat before a trial counts as dead; null: 2 intervals
     max_retry: int = 3  # times a trial whose worker died or was stopped is rerun from its last epoch; 0: never
+    resume_interval: int = 60  # seconds of training between a running trial's saved states; 0: after every epoch
 
 
 @dataclass(frozen=True)
