@@ -20,6 +20,7 @@ from hpsearch.study import (
     make_sampler,
     open_storage,
     redact,
+    set_user_attrs,
     storage_url,
 )
 
@@ -263,3 +264,38 @@ def test_sqlite_storage_is_wal_with_normal_sync(tmp_path: Path) -> None:
     with storage.engine.connect() as conn:  # type: ignore[attr-defined]
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_user_attrs_are_written_in_one_transaction(tmp_path: Path) -> None:
+    """set_user_attrs: one commit for all keys on an RDB storage, read back by a fresh load and seen by the live
+    trial; any other storage gets them one by one."""
+    import sqlalchemy
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="a")
+    trial = study.ask()
+    commits: list[int] = []
+    sqlalchemy.event.listen(storage.engine, "commit", lambda conn: commits.append(1))
+    attrs = {"seconds": 1.5, "params": 1234, "config": {"train": {"epochs": 3}}, "note": "x"}
+    set_user_attrs(trial, attrs)
+    assert len(commits) == 1
+    assert trial.user_attrs == attrs
+    study.tell(trial, 0.5)
+    assert optuna.load_study(study_name="a", storage=url).trials[0].user_attrs == attrs
+
+    memory = optuna.create_study()
+    live = memory.ask()
+    set_user_attrs(live, attrs)
+    assert live.user_attrs == attrs and memory.trials[0].user_attrs == attrs
+
+
+def test_user_attrs_cannot_be_written_to_a_finished_trial(tmp_path: Path) -> None:
+    """The batched path keeps Optuna's checks: a finished trial refuses new attributes, and nothing is written."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="a")
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    with pytest.raises(RuntimeError):
+        set_user_attrs(trial, {"late": 1, "later": 2})
+    assert optuna.load_study(study_name="a", storage=url).trials[0].user_attrs == {}

@@ -26,6 +26,7 @@ from . import checkpoint, resume
 from .config import TrialConfig
 from .data import DeviceData, prepare
 from .space import Space, suggest
+from .study import set_user_attrs
 from .train import NonFiniteLoss, ResumeError, TrainResult, resolve_device, train
 
 CHECKPOINT_ATTR = "checkpoint"  # user attr: the artifact id of a trial's best-epoch checkpoint
@@ -74,8 +75,7 @@ class Objective:
 
     def _run(self, trial: optuna.Trial, chain: list[int]) -> float:
         config = suggest(trial, self.space)
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        set_user_attrs(trial, {"config": config.to_dict(), WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}"})
         device = resolve_device(config.train.device)
         data = prepare(config.data, device)
         state = self._resumed_state(trial, chain, config) if chain else None
@@ -91,9 +91,8 @@ class Objective:
             if self.on_epoch_hook is not None:
                 self.on_epoch_hook(trial, epoch, metrics)
             if trial.should_prune():
-                trial.set_user_attr("epochs_run", epoch)
-                trial.set_user_attr("epoch_seconds", round(epoch_seconds, 4))
-                trial.set_user_attr("epochs_trained", trained)
+                set_user_attrs(trial, {"epochs_run": epoch, "epoch_seconds": round(epoch_seconds, 4),
+                                       "epochs_trained": trained})
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric}={value:.4f}")
 
         started = time.perf_counter()
@@ -133,8 +132,7 @@ class Objective:
             self._fail(trial, reason, self.epochs_seen)
             raise TrialFailed(reason)
         value = float(result.best_metrics[self.metric])
-        self._record(trial, result, time.perf_counter() - started)
-        trial.set_user_attr("epochs_trained", trained)
+        self._record(trial, result, time.perf_counter() - started, trained)
         self._keep_checkpoint(trial, result, config, value, data)
         return value
 
@@ -157,21 +155,18 @@ class Objective:
         for metrics in history:
             trial.report(float(metrics[self.metric]), int(metrics["epoch"]))
         self.epochs_seen = len(history)
-        trial.set_user_attr("resumed_from", number)
-        trial.set_user_attr("resumed_epoch", len(history))
+        set_user_attrs(trial, {"resumed_from": number, "resumed_epoch": len(history)})
         if history and trial.should_prune():
-            trial.set_user_attr("epochs_run", len(history))
-            trial.set_user_attr("epochs_trained", 0)
+            set_user_attrs(trial, {"epochs_run": len(history), "epochs_trained": 0})
             raise optuna.TrialPruned(f"pruned at epoch {len(history)} on resuming trial {number}")
         return state
 
     @staticmethod
     def _fail(trial: optuna.Trial, reason: str, epochs: int) -> None:
-        trial.set_user_attr("fail_reason", reason)
-        trial.set_user_attr("epochs_run", epochs)
+        set_user_attrs(trial, {"fail_reason": reason, "epochs_run": epochs})
 
     @staticmethod
-    def _record(trial: optuna.Trial, result: TrainResult, seconds: float) -> None:
+    def _record(trial: optuna.Trial, result: TrainResult, seconds: float, trained: int) -> None:
         attrs: dict[str, Any] = {
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
@@ -182,9 +177,9 @@ class Objective:
             "params": result.num_params,
             "flops_per_image": result.flops_per_image,  # forward + backward of one training image
             "tflops": round(result.flops_per_image * result.train_images_per_sec / 1e12, 4),  # achieved, training
+            "epochs_trained": trained,  # by this run: fewer than epochs_run when it resumed a stopped trial
         }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        set_user_attrs(trial, attrs)
 
     def _keep_checkpoint(self, trial: optuna.Trial, result: TrainResult, config: TrialConfig, value: float,
                          data: DeviceData) -> None:
