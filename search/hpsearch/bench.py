@@ -191,13 +191,34 @@ def _median(results: list[LoopResult]) -> LoopResult:
 
 
 # --------------------------------------------------------------------------------------------------- overhead
-def overhead(space: str, trials: int, workers: int = 1, out: Callable[[str], None] = print) -> dict[str, float]:
-    """Run `hpsearch run SPACE` in a fresh folder and measure start-up, per-trial overhead and trials per hour.
+@dataclasses.dataclass
+class RunResult:
+    """One `hpsearch run` as the overhead benchmark sees it."""
 
-    start-up: from launching the command to the first trial's start (imports, data on the device, study);
-    trials per hour are given over the whole wall time and over the time after start-up (a long search's rate).
-    overhead: a trial's wall time minus its epochs' time (sampling, storage writes, model build, reporting,
-    pruning decisions, checkpoint), as a share of the trial's time.
+    workers: int
+    trials: int
+    wall_s: float  # launch to exit
+    startup_s: float  # launch to the first trial's start: imports, data on the device, the study opened
+    search_s: float  # the first trial's start to the last one's end
+    overhead: float  # share of the workers' search time outside epochs: sampling, storage, model build, gaps
+
+    @property
+    def trials_per_hour(self) -> float:
+        return self.trials / self.wall_s * 3600
+
+    @property
+    def search_trials_per_hour(self) -> float:
+        """The rate of a long search, where start-up and shutdown no longer count."""
+        return self.trials / self.search_s * 3600 if self.search_s > 0 else float("nan")
+
+
+def run_search(space: str, trials: int, workers: int) -> RunResult:
+    """Run `hpsearch run SPACE --trials N --workers W` in a fresh folder with its own SQLite study; read it back.
+
+    overhead: for each worker, the time from its first trial's start to its last trial's end, less the time of its
+    epochs (training and validation); summed over the workers, as a share of their search time. It counts what a
+    trial costs besides training (sampling, storage writes, pruning decisions, model build, checkpoints) and the
+    gaps between trials.
     """
     import optuna
 
@@ -210,16 +231,36 @@ def overhead(space: str, trials: int, workers: int = 1, out: Callable[[str], Non
         subprocess.run(cmd, cwd=tmp, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
         wall = time.perf_counter() - started
-        done = optuna.load_study(study_name="bench", storage=url).trials
-    first = min(t.datetime_start for t in done if t.datetime_start)
-    shares = [1 - t.user_attrs["epoch_seconds"] / t.duration.total_seconds()
-              for t in done if t.duration and "epoch_seconds" in t.user_attrs]
-    startup = (first - launched).total_seconds()
-    result = {"startup_s": startup, "wall_s": wall, "trials": len(done),
-              "trials_per_hour": len(done) / wall * 3600,
-              "steady_trials_per_hour": len(done) / max(wall - startup, 1e-9) * 3600,
-              "overhead_median": statistics.median(shares) if shares else float("nan")}
-    out(f"{space}: {len(done)} trials, {workers} worker(s), {wall:.1f}s wall; {result['trials_per_hour']:.0f} "
-        f"trials/h, {result['steady_trials_per_hour']:.0f} after start-up; start-up {startup:.2f}s; "
-        f"per-trial overhead median {100 * result['overhead_median']:.2f}% of the trial")
-    return result
+        done = [(t.user_attrs.get("worker", "?"), t.datetime_start, t.datetime_complete,
+                 float(t.user_attrs.get("epoch_seconds", 0.0)))
+                for t in optuna.load_study(study_name="bench", storage=url).trials
+                if t.datetime_start is not None and t.datetime_complete is not None]
+    spans = busy = 0.0
+    for worker in {d[0] for d in done}:
+        mine = [d for d in done if d[0] == worker]
+        spans += (max(d[2] for d in mine) - min(d[1] for d in mine)).total_seconds()
+        busy += sum(d[3] for d in mine)
+    first, last = min(d[1] for d in done), max(d[2] for d in done)
+    return RunResult(workers, len(done), wall, (first - launched).total_seconds(), (last - first).total_seconds(),
+                     1 - busy / spans if spans > 0 else float("nan"))
+
+
+def overhead(space: str, trials: int, workers: list[int], repeats: int = 3,
+             out: Callable[[str], None] = print) -> dict[int, RunResult]:
+    """Run the search with each worker count, alternating (1, 2, 4, 1, 2, 4, ...) `repeats` times so that a noisy
+    machine slows every count alike; print and return the median of each figure per worker count."""
+    out(f"# {datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}  {os.cpu_count()} CPUs  {space}: {trials} "
+        f"trials per run, median of {repeats}")
+    out(f"{'workers':>7} {'wall s':>7} {'start-up s':>10} {'trials/h':>9} {'trials/h in search':>18} "
+        f"{'overhead':>9}")
+    runs: dict[int, list[RunResult]] = {w: [] for w in workers}
+    for _ in range(repeats):
+        for w in workers:
+            runs[w].append(run_search(space, trials, w))
+    medians = {}
+    for w, results in runs.items():
+        m = medians[w] = RunResult(w, *(statistics.median(getattr(r, f.name) for r in results)
+                                        for f in dataclasses.fields(RunResult)[1:]))
+        out(f"{w:>7} {m.wall_s:>7.1f} {m.startup_s:>10.2f} {m.trials_per_hour:>9.0f} "
+            f"{m.search_trials_per_hour:>18.0f} {100 * m.overhead:>8.2f}%")
+    return medians

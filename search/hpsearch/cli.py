@@ -82,25 +82,26 @@ def _parser() -> argparse.ArgumentParser:
         description="Train the same model at the same batch size for a fixed number of steps with hpsearch's loop "
                     "and with the plain torchvision loop (PIL transforms, DataLoader workers, fp32), and print "
                     "train images/s of each and their ratio. With --overhead SPACE, run that search instead and "
-                    "report start-up time, per-trial overhead and trials/hour for each --workers count.",
+                    "report start-up time, trials/hour and the share of time outside epochs for each --workers count.",
         epilog=textwrap.dedent("""\
             examples:
               hpsearch bench --data-root ~/datasets --batch-size 512
               hpsearch bench --models cnn6 --steps 2 --warmup 1 --batch-size 16      # seconds, synthetic data
-              hpsearch bench --overhead spaces/smoke.yaml --trials 20 --workers 1,2,4"""))
+              hpsearch bench --overhead spaces/smoke.yaml --trials 40 --workers 1,2,4"""))
     bench.add_argument("--models", default="cnn6,resnet18", help="comma-separated: cnn6, resnet18")
     bench.add_argument("--batch-size", type=positive_int, default=512)
     bench.add_argument("--steps", type=positive_int, default=20, help="timed steps per loop (default 20)")
     bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     bench.add_argument("--repeats", type=positive_int, default=3,
-                       help="alternate the two loops this many times and take medians (default 3)")
+                       help="alternate the two loops (or the --workers counts) this many times and take medians "
+                            "(default 3)")
     bench.add_argument("--data-root", metavar="DIR", help="folder with cifar100.npz or cifar-100-python/ "
                                                           "(default: synthetic CIFAR-shaped data)")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     bench.add_argument("--loader-workers", type=int, default=min(4, os.cpu_count() or 1),
                        help="DataLoader workers of the plain loop (default: min(4, cores))")
     bench.add_argument("--overhead", metavar="SPACE", help="measure a search's start-up and overhead instead")
-    bench.add_argument("--trials", type=positive_int, default=10, help="with --overhead: trials per run")
+    bench.add_argument("--trials", type=positive_int, default=20, help="with --overhead: trials per run")
     bench.add_argument("--workers", default="1", help="with --overhead: worker counts to try, e.g. 1,2,4")
     cli_results.add_parsers(verbs, _Formatter)
     return parser
@@ -293,8 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             counts = [int(w) for w in args.workers.split(",")]
         except ValueError:
             raise StudyError(f"--workers {args.workers}: expected counts like 1,2,4") from None
-        for n in counts:
-            bench.overhead(args.overhead, args.trials, n)
+        bench.overhead(args.overhead, args.trials, counts, max(1, args.repeats))
         return 0
     models = [m.strip() for m in args.models.split(",")]
     unknown = [m for m in models if m not in bench.MODELS]
