@@ -67,6 +67,25 @@ def test_workers_run_in_the_callers_folder_and_environment(tmp_path: Path, monke
     capsys.readouterr()
 
 
+def test_missing_data_under_workers_fails_once_before_the_study(workdir: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(TINY), "--workers", "2", "--set", "data.dataset=cifar100", "--set", "data.download=false",
+                 "--data-root", str(workdir / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("cifar100 data not found") == 1 and "Fix: pass --data-root DIR" in err
+    assert not (workdir / "studies").exists()  # no study was created or touched
+
+
+def test_the_parent_of_workers_never_imports_torch(workdir: Path) -> None:
+    """The workers' forkserver imports torch once; the parent only checks the data and opens the study, so its
+    start-up does not compete with theirs on a small machine."""
+    code = ("import sys; from hpsearch.cli import main; "
+            f"code = main(['run', {str(TINY)!r}, '--trials', '2', '--workers', '2']); "
+            "print('exit', code, 'torch imported:', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert "exit 0 torch imported: False" in out.stdout, out.stdout + out.stderr
+
+
 def test_gpus_without_cuda_is_a_clear_error(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 

@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def report_error(exc: Exception) -> int | None:
     """Print a user's error as one message and return exit status 2; None for anything else (a bug)."""
     from .checkpoint import CheckpointError
-    from .data import DataError
+    from .rawdata import DataError
     from .study import StudyError
     from .yamlfile import SpaceError
 
@@ -228,9 +228,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         prepare(data_config, resolve_device(space.fixed_train_device()))  # reused by the trials below
     else:
-        from .data import load_arrays
+        from .rawdata import check
 
-        load_arrays(data_config)  # each worker loads its own copy; check here that there is one to load
+        check(data_config)  # each worker loads its own copy; check here (without torch) that there is one to load
     # Missing data failed above, before any study is touched; the space guard runs once, here.
     study = create_or_resume(space, url, args.study)
     name, before = study.study_name, len(study.trials)
