@@ -44,6 +44,7 @@ def test_overhead_mode_runs_real_searches(capsys: pytest.CaptureFixture[str]) ->
         assert 0 < r.startup_s < r.wall_s and 0 < r.search_s < r.wall_s
         assert 0 < r.overhead < 1  # tiny trials: storage and sampling are a real share, never all of it
         assert r.search_trials_per_hour > r.trials_per_hour > 0
+        assert r.epochs == 4 * 2 and r.search_epochs_per_hour == 2 * r.search_trials_per_hour  # tiny: 2 epochs
     lines = capsys.readouterr().out.splitlines()
     assert "trials/h in search" in lines[1] and [line.split()[0] for line in lines[2:]] == ["1", "2"]
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -84,6 +85,24 @@ def test_the_parent_of_workers_never_imports_torch(workdir: Path) -> None:
             "print('exit', code, 'torch imported:', 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert "exit 0 torch imported: False" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_forkserver_preload_never_touches_cuda() -> None:
+    """Workers fork from a server that imported runner.PRELOAD; had those imports asked CUDA for its devices, a
+    forked worker could not use CUDA (nor pick its GPU with CUDA_VISIBLE_DEVICES). Every device query goes through
+    torch._C._cuda_getDeviceCount, so count its calls during the imports, in a fresh interpreter."""
+    code = textwrap.dedent("""
+        import importlib, torch
+        calls = []
+        count = torch._C._cuda_getDeviceCount
+        torch._C._cuda_getDeviceCount = lambda *a: calls.append(1) or count(*a)
+        from hpsearch.runner import PRELOAD
+        for name in PRELOAD:
+            importlib.import_module(name)
+        print("queries", len(calls), "initialised", torch.cuda.is_initialized())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "queries 0 initialised False" in out.stdout, out.stdout + out.stderr
 
 
 def test_gpus_without_cuda_is_a_clear_error(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -201,6 +201,7 @@ class RunResult:
     startup_s: float  # launch to the first trial's start: imports, data on the device, the study opened
     search_s: float  # the first trial's start to the last one's end
     overhead: float  # share of the workers' search time outside epochs: sampling, storage, model build, gaps
+    epochs: int  # epochs trained in all: pruning stops trials at different epochs, so trials differ in length
 
     @property
     def trials_per_hour(self) -> float:
@@ -211,9 +212,15 @@ class RunResult:
         """The rate of a long search, where start-up and shutdown no longer count."""
         return self.trials / self.search_s * 3600 if self.search_s > 0 else float("nan")
 
+    @property
+    def search_epochs_per_hour(self) -> float:
+        return self.epochs / self.search_s * 3600 if self.search_s > 0 else float("nan")
 
-def run_search(space: str, trials: int, workers: int) -> RunResult:
+
+def run_search(space: str, trials: int, workers: int, draw: int = 0) -> RunResult:
     """Run `hpsearch run SPACE --trials N --workers W` in a fresh folder with its own SQLite study; read it back.
+
+    draw: moves the sampler seeds on (as HPSEARCH_WORKER does), so that repeats draw other trials.
 
     overhead: for each worker, the time from its first trial's start to its last trial's end, less the time of its
     epochs (training and validation); summed over the workers, as a share of their search time. It counts what a
@@ -229,10 +236,10 @@ def run_search(space: str, trials: int, workers: int) -> RunResult:
         launched = datetime.now()
         started = time.perf_counter()
         subprocess.run(cmd, cwd=tmp, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                       env=dict(os.environ, PYTHONUNBUFFERED="1", HPSEARCH_WORKER=str(draw)))
         wall = time.perf_counter() - started
         done = [(t.user_attrs.get("worker", "?"), t.datetime_start, t.datetime_complete,
-                 float(t.user_attrs.get("epoch_seconds", 0.0)))
+                 float(t.user_attrs.get("epoch_seconds", 0.0)), int(t.user_attrs.get("epochs_trained", 0)))
                 for t in optuna.load_study(study_name="bench", storage=url).trials
                 if t.datetime_start is not None and t.datetime_complete is not None]
     spans = busy = 0.0
@@ -242,25 +249,29 @@ def run_search(space: str, trials: int, workers: int) -> RunResult:
         busy += sum(d[3] for d in mine)
     first, last = min(d[1] for d in done), max(d[2] for d in done)
     return RunResult(workers, len(done), wall, (first - launched).total_seconds(), (last - first).total_seconds(),
-                     1 - busy / spans if spans > 0 else float("nan"))
+                     1 - busy / spans if spans > 0 else float("nan"), sum(d[4] for d in done))
 
 
 def overhead(space: str, trials: int, workers: list[int], repeats: int = 3,
              out: Callable[[str], None] = print) -> dict[int, RunResult]:
     """Run the search with each worker count, alternating (1, 2, 4, 1, 2, 4, ...) `repeats` times so that a noisy
-    machine slows every count alike; print and return the median of each figure per worker count."""
+    machine slows every count alike; print and return the median of each figure per worker count.
+
+    Each repeat draws other trials (its own sampler seeds), the same for every worker count: a searched space's
+    trials differ in cost, and one seed's draw would decide the comparison.
+    """
     out(f"# {datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}  {os.cpu_count()} CPUs  {space}: {trials} "
         f"trials per run, median of {repeats}")
     out(f"{'workers':>7} {'wall s':>7} {'start-up s':>10} {'trials/h':>9} {'trials/h in search':>18} "
-        f"{'overhead':>9}")
+        f"{'epochs/h in search':>18} {'overhead':>9}")
     runs: dict[int, list[RunResult]] = {w: [] for w in workers}
-    for _ in range(repeats):
+    for draw in range(repeats):
         for w in workers:
-            runs[w].append(run_search(space, trials, w))
+            runs[w].append(run_search(space, trials, w, draw))
     medians = {}
     for w, results in runs.items():
         m = medians[w] = RunResult(w, *(statistics.median(getattr(r, f.name) for r in results)
                                         for f in dataclasses.fields(RunResult)[1:]))
         out(f"{w:>7} {m.wall_s:>7.1f} {m.startup_s:>10.2f} {m.trials_per_hour:>9.0f} "
-            f"{m.search_trials_per_hour:>18.0f} {100 * m.overhead:>8.2f}%")
+            f"{m.search_trials_per_hour:>18.0f} {m.search_epochs_per_hour:>18.0f} {100 * m.overhead:>8.2f}%")
     return medians
