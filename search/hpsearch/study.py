@@ -184,13 +184,15 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     backend = getattr(trial.storage, "_backend", trial.storage)  # the RDBStorage behind Optuna's _CachedStorage
     write = getattr(backend, "_set_trial_attr_without_commit", None)
     cached = getattr(trial, "_cached_frozen_trial", None)
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:
+        write = None
     if not isinstance(backend, optuna.storages.RDBStorage) or write is None or cached is None:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
     with _create_scoped_session(backend.scoped_session, True) as session:
         for key, value in attrs.items():
             write(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
