@@ -13,18 +13,8 @@ import torchvision
 
 from hpsearch import data as hdata
 from hpsearch.config import AugmentConfig, DataConfig, SyntheticConfig
-from hpsearch.data import (
-    CIFAR10_CLASSES,
-    CIFAR100_CLASSES,
-    DataError,
-    augment_batch,
-    load_arrays,
-    load_test,
-    normalize,
-    prepare,
-    stratified_split,
-    synthetic,
-)
+from hpsearch.data import augment_batch, load_test, normalize, prepare, stratified_split
+from hpsearch.rawdata import CIFAR10_CLASSES, CIFAR100_CLASSES, DataError, load_arrays, synthetic
 
 CPU = torch.device("cpu")
 SMALL = SyntheticConfig(size=200, test_size=50, classes=5)

@@ -24,9 +24,10 @@ import torch
 import torch.nn as nn
 
 from .config import DataConfig, ModelConfig, OptimizerConfig, SyntheticConfig, TrainConfig, TrialConfig
-from .data import RawData, load_arrays, prepare
+from .data import prepare
 from .models import build_model
 from .optim import build_optimizer, build_scheduler
+from .rawdata import RawData, load_arrays
 from .train import Step, resolve_device, train_flops_per_image
 
 # The models of the speed issue: the 6-layer CNN of the course experiments, and ResNet-18.

@@ -18,10 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import AugmentConfig, DataConfig
-from .rawdata import CIFAR10_CLASSES, CIFAR100_CLASSES, DataError, RawData, load_arrays, synthetic
-
-__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "DataError", "DeviceData", "RawData", "augment_batch", "load_arrays",
-           "load_test", "normalize", "prepare", "stratified_split", "synthetic"]
+from .rawdata import DataError, load_arrays
 
 # ------------------------------------------------------------------------------------------------------ split
 def stratified_split(

@@ -16,7 +16,8 @@ import torch
 
 from .checkpoint import Checkpoint, from_payload, make_payload
 from .config import TrialConfig
-from .data import DataError, load_test, prepare
+from .data import load_test, prepare
+from .rawdata import DataError
 from .train import _autocast, autocast_dtype, evaluate, resolve_device, train
 
 
