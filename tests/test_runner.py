@@ -22,6 +22,14 @@ TINY = HERE / "spaces" / "tiny.yaml"
 
 
 
+def launch(workdir: Path, trials: int, epochs: int) -> subprocess.Popen[str]:
+    """`hpsearch run TINY --workers 2` as a real process (for signals), its output merged into stdout."""
+    exe = Path(sys.executable).with_name("hpsearch")
+    return subprocess.Popen([str(exe), "run", str(TINY), "--workers", "2", "--trials", str(trials),
+                             "--set", f"train.epochs={epochs}"], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
 def trials_of(workdir: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'studies/tiny.db'}").trials
 
@@ -115,10 +123,7 @@ def test_gpus_without_cuda_is_a_clear_error(workdir: Path, capsys: pytest.Captur
 
 
 def test_sigterm_to_the_parent_stops_every_worker_cleanly(workdir: Path) -> None:
-    exe = Path(sys.executable).with_name("hpsearch")
-    proc = subprocess.Popen([str(exe), "run", str(TINY), "--workers", "2", "--trials", "40",
-                             "--set", "train.epochs=300"], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = launch(workdir, trials=40, epochs=300)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until both workers have a trial under way
         try:
@@ -143,10 +148,7 @@ def test_sigterm_to_the_parent_stops_every_worker_cleanly(workdir: Path) -> None
 
 def test_a_worker_killed_by_a_signal_fails_the_run(workdir: Path) -> None:
     """SIGKILL to one worker under --workers: the other finishes its share, the run's status is 1, and it says why."""
-    exe = Path(sys.executable).with_name("hpsearch")
-    proc = subprocess.Popen([str(exe), "run", str(TINY), "--workers", "2", "--trials", "4",
-                             "--set", "train.epochs=40"], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = launch(workdir, trials=4, epochs=40)
     deadline = time.monotonic() + 120
     workers: set[int] = set()
     while time.monotonic() < deadline:  # wait until both workers run a trial that has reported; their pids
