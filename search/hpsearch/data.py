@@ -20,6 +20,7 @@ from torch import Tensor
 from .config import AugmentConfig, DataConfig
 from .rawdata import DataError, load_arrays
 
+
 # ------------------------------------------------------------------------------------------------------ split
 def stratified_split(
     y: np.ndarray, val_size: int, train_limit: int | None, seed: int
