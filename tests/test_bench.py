@@ -55,3 +55,34 @@ def test_bench_verb_and_its_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "hpsearch img/s" in capsys.readouterr().out
     assert main(["bench", "--models", "vgg"]) == 2
     assert "--models: unknown vgg; known: cnn6, resnet18" in capsys.readouterr().err
+    tiny = str(HERE / "spaces" / "tiny.yaml")
+    for workers in ("0", "1,x", ""):
+        assert main(["bench", "--overhead", tiny, "--workers", workers]) == 2
+        assert f"--workers {workers}: expected counts of at least 1, like 1,2,4" in capsys.readouterr().err
+    assert main(["bench", "--overhead", str(HERE / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_a_failing_benchmarked_run_ends_the_benchmark_with_its_message(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that exits with an error (here: data that is not there) is reported once, with exit status 2."""
+    space = tmp_path / "nodata.yaml"
+    space.write_text((HERE / "spaces" / "tiny.yaml").read_text().replace(
+        "dataset: synthetic", f"dataset: cifar10\n  root: {tmp_path / 'nowhere'}\n  download: false"))
+    assert main(["bench", "--overhead", str(space), "--trials", "1", "--repeats", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "the benchmarked run failed (exit status 2)" in err and "cifar10 data not found" in err
+    assert "Traceback" not in err
+
+
+def test_overhead_alternates_worker_counts_and_pairs_the_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def fake(space: str, trials: int, workers: int, draw: int = 0) -> bench.RunResult:
+        calls.append((workers, draw))
+        return bench.RunResult(workers, trials, 10.0 + draw, 1.0, 8.0, 0.05, 2 * trials)
+
+    monkeypatch.setattr(bench, "run_search", fake)
+    medians = bench.overhead("space.yaml", trials=4, workers=[1, 2], repeats=3, out=lambda line: None)
+    assert calls == [(1, 0), (2, 0), (1, 1), (2, 1), (1, 2), (2, 2)]  # alternating; each draw for every count
+    assert medians[1].wall_s == medians[2].wall_s == 11.0 and medians[2].workers == 2

@@ -236,9 +236,15 @@ def run_search(space: str, trials: int, workers: int, draw: int = 0) -> RunResul
                "--storage", url, "--study", "bench", "--workers", str(workers)]
         launched = datetime.now()
         started = time.perf_counter()
-        subprocess.run(cmd, cwd=tmp, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env=dict(os.environ, PYTHONUNBUFFERED="1", HPSEARCH_WORKER=str(draw)))
+        done_run = subprocess.run(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  env=dict(os.environ, PYTHONUNBUFFERED="1", HPSEARCH_WORKER=str(draw)))
         wall = time.perf_counter() - started
+        if done_run.returncode != 0:
+            from .study import StudyError
+
+            tail = "\n".join(done_run.stderr.strip().splitlines()[-5:])
+            raise StudyError(f"the benchmarked run failed (exit status {done_run.returncode}): "
+                             f"{' '.join(cmd[3:])}\n{tail}")
         done = [(t.user_attrs.get("worker", "?"), t.datetime_start, t.datetime_complete,
                  float(t.user_attrs.get("epoch_seconds", 0.0)), int(t.user_attrs.get("epochs_trained", 0)))
                 for t in optuna.load_study(study_name="bench", storage=url).trials

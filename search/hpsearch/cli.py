@@ -293,7 +293,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         try:
             counts = [int(w) for w in args.workers.split(",")]
         except ValueError:
-            raise StudyError(f"--workers {args.workers}: expected counts like 1,2,4") from None
+            counts = []
+        if not counts or min(counts) < 1:
+            raise StudyError(f"--workers {args.workers}: expected counts of at least 1, like 1,2,4")
+        from .space import load_space
+
+        load_space(args.overhead)  # a bad space is reported here, once, not by every run below
         bench.overhead(args.overhead, args.trials, counts, max(1, args.repeats))
         return 0
     models = [m.strip() for m in args.models.split(",")]
