@@ -90,7 +90,8 @@ def test_summary_counts_states_time_and_pruning_savings(searched: Searched) -> N
 
 
 def test_importances_wait_for_enough_completed_trials(tmp_path: Path) -> None:
-    study = optuna.create_study(direction="maximize")
+    # A seeded sampler: unseeded, an unlucky draw of the 26 trials gave x only 0.65 of the importance once in CI.
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
     study.set_user_attr("space", {"metric": "val_acc"})
     for i in range(4):
         study.enqueue_trial({"x": i / 4, "y": (i * 7 % 4) / 4})
