@@ -167,12 +167,25 @@ def test_a_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
 
 def test_a_run_with_dropout_repeats_whether_or_not_its_flops_were_counted_before() -> None:
     """Counting FLOPs builds a throwaway model once per architecture; it must not move the trial's RNG."""
-    from hpsearch.train import train_flops_per_image
+    from hpsearch.train import _count_flops
 
     config = tiny(epochs=1, size=200, model=ModelConfig(width=8, stages=2, blocks_per_stage=1, dropout=0.5))
-    train_flops_per_image.cache_clear()
+    _count_flops.cache_clear()
     first, second = train(config), train(config)  # the first one counts, the second finds the count cached
     assert without_seconds(first.history) == without_seconds(second.history)
+
+
+def test_flops_are_counted_once_per_architecture_whatever_the_dropout() -> None:
+    """Dropout is searched as a float: keyed on it, every trial would count its model's FLOPs again."""
+    from hpsearch.train import _count_flops, train_flops_per_image
+
+    _count_flops.cache_clear()
+    counts = {train_flops_per_image(ModelConfig(width=8, stages=2, blocks_per_stage=1, dropout=p), 10)
+              for p in (0.0, 0.13, 0.5)}
+    assert len(counts) == 1 and counts.pop() > 0
+    assert _count_flops.cache_info().misses == 1
+    wider = train_flops_per_image(ModelConfig(width=16, stages=2, blocks_per_stage=1), 10)
+    assert _count_flops.cache_info().misses == 2 and wider > 0
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
