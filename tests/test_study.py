@@ -293,3 +293,50 @@ def test_user_attrs_cannot_be_written_to_a_finished_trial(tmp_path: Path) -> Non
     with pytest.raises(RuntimeError):
         set_user_attrs(trial, {"late": 1, "later": 2})
     assert optuna.load_study(study_name="a", storage=url).trials[0].user_attrs == {}
+
+
+def _hyperband_search(storage: optuna.storages.BaseStorage, pruner: optuna.pruners.BasePruner,
+                      trials: int = 24) -> list[tuple[object, ...]]:
+    """A TPE + Hyperband search with a made-up learning curve per configuration; what each trial ended as."""
+    study = optuna.create_study(storage=storage, study_name="hb", direction="maximize", pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=4, constant_liar=True))
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -2, 2)
+        kind = trial.suggest_categorical("kind", ["a", "b"])
+        value = 0.0
+        for step in range(1, 10):
+            value = (1 - x * x / 4) * step / 9 + (0.1 if kind == "a" else 0.0)
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    study.optimize(objective, n_trials=trials)
+    return [(t.number, t.state, t.params, t.value, dict(t.intermediate_values)) for t in study.trials]
+
+
+def test_hyperband_builds_each_bracket_once_and_decides_as_optunas(tmp_path: Path) -> None:
+    """Optuna's Hyperband builds a Study for the trial's bracket at every suggest and every should_prune: a lookup
+    of the study's id each time, and TPE reading the trials again per parameter. Ours builds each bracket's once;
+    the trials, their values and the pruning decisions stay Optuna's own."""
+    import sqlalchemy
+
+    spec = {"min_resource": 1, "max_resource": 9, "reduction_factor": 3}
+    space = space_with(tmp_path, "{name: hb, pruner: {name: hyperband, min_resource: 1, max_resource: 9, "
+                                 "reduction_factor: 3}}")
+    ours = make_pruner(space)  # type: ignore[arg-type]
+    assert isinstance(ours, optuna.pruners.HyperbandPruner)
+    runs, statements, lookups = [], [], []
+    for name, pruner in (("stock", optuna.pruners.HyperbandPruner(**spec)), ("ours", ours)):
+        storage = open_storage(f"sqlite:///{tmp_path / (name + '.db')}")
+        sql: list[str] = []
+        sqlalchemy.event.listen(storage.engine, "before_cursor_execute",  # type: ignore[attr-defined]
+                                lambda conn, cursor, statement, *rest, log=sql: log.append(statement))
+        runs.append(_hyperband_search(storage, pruner))
+        statements.append(len(sql))
+        lookups.append(sum(1 for q in sql if "FROM studies" in q and "study_name =" in q))
+    assert runs[0] == runs[1]
+    assert sum(1 for t in runs[1] if t[1] == optuna.trial.TrialState.PRUNED) > 0  # the pruner did act
+    assert lookups[0] > 24 * 3 and lookups[1] <= 8, lookups  # stock: at every suggest and pruning decision
+    assert statements[1] < 0.9 * statements[0], statements
