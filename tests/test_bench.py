@@ -45,8 +45,29 @@ def test_overhead_mode_runs_real_searches(capsys: pytest.CaptureFixture[str]) ->
         assert 0 < r.overhead < 1  # tiny trials: storage and sampling are a real share, never all of it
         assert r.search_trials_per_hour > r.trials_per_hour > 0
         assert r.epochs == 4 * 2 and r.search_epochs_per_hour == 2 * r.search_trials_per_hour  # tiny: 2 epochs
+        assert r.outside_ms > 0 and r.optuna_ms > 0
     lines = capsys.readouterr().out.splitlines()
-    assert "trials/h in search" in lines[1] and [line.split()[0] for line in lines[2:]] == ["1", "2"]
+    assert "trials/h in search" in lines[1] and [line.split()[0] for line in lines[2:4]] == ["1", "2"]
+    assert lines[4].startswith("overhead: ")
+
+
+def test_optuna_alone_replays_the_recorded_curves_through_the_pruner(tmp_path: Path) -> None:
+    """Each recorded trial's epoch values are reported in order until the space's pruner stops the trial."""
+    import optuna
+
+    space = tmp_path / "hb.yaml"
+    space.write_text((HERE / "spaces" / "tiny.yaml").read_text().replace(
+        "pruner: {name: none}", "pruner: {name: sha, min_resource: 1, reduction_factor: 2}"))
+    curves = [{1: 0.9, 2: 0.95, 3: 0.97}, {1: 0.1, 2: 0.2, 3: 0.3}, {1: 0.95, 2: 0.99}, {}]
+    recorded = [optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=max(c.values(), default=0),
+                                          intermediate_values=c) for c in curves]
+    url = f"sqlite:///{tmp_path / 'alone.db'}"
+    assert bench.optuna_alone(str(space), url, recorded) > 0
+    replayed = optuna.load_study(study_name="bench", storage=url).trials
+    assert len(replayed) == 3  # a trial that reported nothing is not replayed
+    assert [t.intermediate_values for t in replayed] == [curves[0], {1: 0.1}, curves[2]]
+    assert [t.state.name for t in replayed] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert all({"model.width", "optimizer"} <= set(t.params) for t in replayed)  # the space's suggest calls
 
 
 def test_bench_verb_and_its_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -203,6 +203,8 @@ class RunResult:
     search_s: float  # the first trial's start to the last one's end
     overhead: float  # share of the workers' search time outside epochs: sampling, storage, model build, gaps
     epochs: int  # epochs trained in all: pruning stops trials at different epochs, so trials differ in length
+    outside_ms: float = float("nan")  # that time outside epochs, per trial
+    optuna_ms: float = float("nan")  # per trial, the same trials replayed by Optuna alone (optuna_alone)
 
     @property
     def trials_per_hour(self) -> float:
@@ -245,10 +247,11 @@ def run_search(space: str, trials: int, workers: int, draw: int = 0) -> RunResul
             tail = "\n".join(done_run.stderr.strip().splitlines()[-5:])
             raise StudyError(f"the benchmarked run failed (exit status {done_run.returncode}): "
                              f"{' '.join(cmd[3:])}\n{tail}")
+        recorded = optuna.load_study(study_name="bench", storage=url).trials
         done = [(t.user_attrs.get("worker", "?"), t.datetime_start, t.datetime_complete,
                  float(t.user_attrs.get("epoch_seconds", 0.0)), int(t.user_attrs.get("epochs_trained", 0)))
-                for t in optuna.load_study(study_name="bench", storage=url).trials
-                if t.datetime_start is not None and t.datetime_complete is not None]
+                for t in recorded if t.datetime_start is not None and t.datetime_complete is not None]
+        optuna_s = optuna_alone(space, f"sqlite:///{Path(tmp) / 'alone.db'}", recorded)
     spans = busy = 0.0
     for worker in {d[0] for d in done}:
         mine = [d for d in done if d[0] == worker]
@@ -256,7 +259,43 @@ def run_search(space: str, trials: int, workers: int, draw: int = 0) -> RunResul
         busy += sum(d[3] for d in mine)
     first, last = min(d[1] for d in done), max(d[2] for d in done)
     return RunResult(workers, len(done), wall, (first - launched).total_seconds(), (last - first).total_seconds(),
-                     1 - busy / spans if spans > 0 else float("nan"), sum(d[4] for d in done))
+                     1 - busy / spans if spans > 0 else float("nan"), sum(d[4] for d in done),
+                     1000 * (spans - busy) / len(done), 1000 * optuna_s)
+
+
+def optuna_alone(space: str, url: str, recorded: list[Any]) -> float:
+    """Seconds per trial that Optuna alone spends on these trials: what any search built on it pays.
+
+    A bare `study.optimize` loop on a new study in `url`, opened as hpsearch opens one (the same sampler, pruner,
+    heartbeats and SQLite settings), replays the recorded trials in order, training nothing: each trial asks, makes
+    the space's suggest calls, then reports the recorded trial's epoch values one by one, asking the pruner after
+    each, and ends pruned or complete as the pruner decides. The study has the same name, so Hyperband puts each
+    trial number in the same bracket.
+    """
+    import optuna
+
+    from .space import load_space, suggest
+    from .study import make_pruner, make_sampler, open_storage
+
+    loaded = load_space(space)
+    curves = [sorted(t.intermediate_values.items()) for t in recorded if t.intermediate_values]
+    study = optuna.create_study(storage=open_storage(url, loaded.study), study_name="bench",
+                                direction=optuna.study.StudyDirection[loaded.study.direction.upper()],
+                                sampler=make_sampler(loaded),
+                                pruner=make_pruner(loaded))
+
+    def objective(trial: optuna.Trial) -> float:
+        suggest(trial, loaded)
+        value = float("nan")
+        for step, value in curves[trial.number]:
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=len(curves))
+    return (time.perf_counter() - started) / len(curves) if curves else float("nan")
 
 
 def overhead(space: str, trials: int, workers: list[int], repeats: int = 3,
@@ -270,7 +309,7 @@ def overhead(space: str, trials: int, workers: list[int], repeats: int = 3,
     out(f"# {datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}  {os.cpu_count()} CPUs  {space}: {trials} "
         f"trials per run, median of {repeats}")
     out(f"{'workers':>7} {'wall s':>7} {'start-up s':>10} {'trials/h':>9} {'trials/h in search':>18} "
-        f"{'epochs/h in search':>18} {'overhead':>9}")
+        f"{'epochs/h in search':>18} {'overhead':>9} {'ms/trial':>9} {'Optuna alone':>13}")
     runs: dict[int, list[RunResult]] = {w: [] for w in workers}
     for draw in range(repeats):
         for w in workers:
@@ -280,5 +319,9 @@ def overhead(space: str, trials: int, workers: list[int], repeats: int = 3,
         m = medians[w] = RunResult(w, *(statistics.median(getattr(r, f.name) for r in results)
                                         for f in dataclasses.fields(RunResult)[1:]))
         out(f"{w:>7} {m.wall_s:>7.1f} {m.startup_s:>10.2f} {m.trials_per_hour:>9.0f} "
-            f"{m.search_trials_per_hour:>18.0f} {m.search_epochs_per_hour:>18.0f} {100 * m.overhead:>8.2f}%")
+            f"{m.search_trials_per_hour:>18.0f} {m.search_epochs_per_hour:>18.0f} {100 * m.overhead:>8.2f}% "
+            f"{m.outside_ms:>9.1f} {m.optuna_ms:>13.1f}")
+    out("overhead: the workers' search time outside epochs; ms/trial: the same per trial; Optuna alone: ms per "
+        "trial of a bare Optuna loop replaying the same trials without training (sampling, reports, pruning, "
+        "storage), the part no Optuna-based search avoids")
     return medians
