@@ -70,6 +70,14 @@ def test_optuna_alone_replays_the_recorded_curves_through_the_pruner(tmp_path: P
     assert all({"model.width", "optimizer"} <= set(t.params) for t in replayed)  # the space's suggest calls
 
 
+def test_a_failing_replay_is_one_message(tmp_path: Path) -> None:
+    from hpsearch.study import StudyError
+
+    with pytest.raises(StudyError, match="the replay of the benchmarked trials failed") as caught:
+        bench.optuna_alone(str(tmp_path / "missing.yaml"), f"sqlite:///{tmp_path / 'a.db'}", [])
+    assert "missing.yaml" in str(caught.value)
+
+
 def test_bench_verb_and_its_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--models", "cnn6", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--repeats", "1",
                  "--loader-workers", "0", "--device", "cpu"]) == 0

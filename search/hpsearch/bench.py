@@ -8,6 +8,7 @@ transforms, a DataLoader with workers, fp32, `loss.item()` every step. Warm-up s
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
 import subprocess
@@ -267,22 +268,35 @@ def optuna_alone(space: str, url: str, recorded: list[Any]) -> float:
     """Seconds per trial that Optuna alone spends on these trials: what any search built on it pays.
 
     A bare `study.optimize` loop on a new study in `url`, opened as hpsearch opens one (the same sampler, pruner,
-    heartbeats and SQLite settings), replays the recorded trials in order, training nothing: each trial asks, makes
+    heartbeats and SQLite set-up), replays the recorded trials in order, training nothing: each trial asks, makes
     the space's suggest calls, then reports the recorded trial's epoch values one by one, asking the pruner after
     each, and ends pruned or complete as the pruner decides. The study has the same name, so Hyperband puts each
-    trial number in the same bracket.
+    trial number in the same bracket. It runs in a fresh process, as `hpsearch run` does, so that both pay the
+    same first-use costs (lazy imports, SQLAlchemy's statement cache).
     """
+    curves = [sorted(t.intermediate_values.items()) for t in recorded if t.intermediate_values]
+    done = subprocess.run([sys.executable, "-m", "hpsearch.bench", space, url], input=json.dumps(curves),
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        from .study import StudyError
+
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise StudyError(f"the replay of the benchmarked trials failed (exit status {done.returncode}):\n{tail}")
+    return float(done.stdout.split()[-1])
+
+
+def _replay(space: str, url: str, curves: list[list[tuple[int, float]]]) -> float:
+    """optuna_alone's loop, in this process: seconds per trial."""
     import optuna
 
     from .space import load_space, suggest
     from .study import make_pruner, make_sampler, open_storage
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     loaded = load_space(space)
-    curves = [sorted(t.intermediate_values.items()) for t in recorded if t.intermediate_values]
     study = optuna.create_study(storage=open_storage(url, loaded.study), study_name="bench",
                                 direction=optuna.study.StudyDirection[loaded.study.direction.upper()],
-                                sampler=make_sampler(loaded),
-                                pruner=make_pruner(loaded))
+                                sampler=make_sampler(loaded), pruner=make_pruner(loaded))
 
     def objective(trial: optuna.Trial) -> float:
         suggest(trial, loaded)
@@ -325,3 +339,7 @@ def overhead(space: str, trials: int, workers: list[int], repeats: int = 3,
         "trial of a bare Optuna loop replaying the same trials without training (sampling, reports, pruning, "
         "storage), the part no Optuna-based search avoids")
     return medians
+
+
+if __name__ == "__main__":  # optuna_alone's fresh process: SPACE URL, the curves as JSON on stdin
+    print(_replay(sys.argv[1], sys.argv[2], [[(int(s), float(v)) for s, v in c] for c in json.load(sys.stdin)]))
