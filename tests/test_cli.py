@@ -54,6 +54,17 @@ def test_run_records_trials_with_dotted_params_attrs_and_checkpoints(workdir: Pa
     assert payload["config"]["model"]["width"] == kept[0].params["model.width"]
 
 
+def test_tied_trials_keep_the_earlier_checkpoints(workdir: Path) -> None:
+    """Trials that tie rank by number (report, export): a later tie neither saves its weights nor evicts an
+    earlier trial's. Identical trials: one configuration, the same seed, the same value."""
+    assert main(["run", str(TINY), "--trials", "4", "--set", "model.width=8",
+                 "--set", "optimizer={name: adam, lr: 0.001}"]) == 0
+    trials = study_of(workdir).trials
+    assert len({t.value for t in trials}) == 1
+    assert [CHECKPOINT_ATTR in t.user_attrs for t in trials] == [True, True, False, False]
+    assert all((workdir / "studies/tiny/artifacts" / t.user_attrs[CHECKPOINT_ATTR]).exists() for t in trials[:2])
+
+
 def test_rerun_resumes_and_adds_trials_without_repeating_them(workdir: Path) -> None:
     assert main(["run", str(TINY), "--trials", "2"]) == 0
     assert main(["run", str(TINY), "--trials", "2"]) == 0

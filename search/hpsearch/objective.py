@@ -183,7 +183,11 @@ class Objective:
 
     def _keep_checkpoint(self, trial: optuna.Trial, result: TrainResult, config: TrialConfig, value: float,
                          data: DeviceData) -> None:
-        """Store this trial's best-epoch weights if it ranks among the best k; drop those that fell out."""
+        """Store this trial's best-epoch weights if it ranks among the best k; drop those that fell out.
+
+        Ties go to the earlier trial, as in the report's ranking: a trial that only ties the k-th best stores
+        nothing (on a small validation set ties are common, and each would have cost a save and an eviction).
+        """
         k = self.space.study.keep_checkpoints
         if self.store is None or k == 0:
             return
@@ -191,8 +195,8 @@ class Objective:
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
         values = [float(t.value) for t in done if t.value is not None]
-        better = sum(1 for v in values if (v > value if maximize else v < value))
-        if better >= k:
+        ahead = sum(1 for v in values if (v >= value if maximize else v <= value))  # earlier trials win ties
+        if ahead >= k:
             return
         payload = checkpoint.make_payload(result.best_state, config, self.metric, value,
                                           trial.number, result.class_names, study.study_name, result.best_epoch,
