@@ -165,3 +165,44 @@ def test_a_worker_killed_by_a_signal_fails_the_run(workdir: Path) -> None:
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 1, out
     assert "was killed by SIGKILL" in out and "Traceback" not in out
+
+
+def test_startup_pauses_collection_then_freezes_what_it_made() -> None:
+    import gc
+
+    from hpsearch.runner import startup
+
+    for collecting in (True, False):  # off before: as in a worker forked from the forkserver (hpsearch.preload)
+        gc.enable() if collecting else gc.disable()
+        with startup():
+            assert not gc.isenabled()
+            made = [[i] for i in range(1000)]
+        assert gc.isenabled() and gc.get_freeze_count() >= len(made)  # the search collects; start-up's are skipped
+        gc.unfreeze()
+        assert gc.get_freeze_count() == 0
+
+
+def test_the_forkserver_imports_without_collection_and_its_workers_collect() -> None:
+    code = textwrap.dedent("""
+        import gc
+        import hpsearch.preload
+        from hpsearch.runner import PRELOAD, startup
+        print("preload first", PRELOAD[0] == "hpsearch.preload", "collecting", gc.isenabled())
+        with startup():  # what a forked worker does before its search
+            pass
+        print("worker collecting", gc.isenabled())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "preload first True collecting False\nworker collecting True" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_run_leaves_collection_on_and_nothing_frozen(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """In a long-lived process (a notebook, these tests), a run, failed or not, leaves the collector as it was."""
+    import gc
+
+    assert main(["run", str(TINY), "--trials", "1"]) == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert main(["run", str(TINY), "--set", "data.dataset=cifar100", "--set", "data.download=false",
+                 "--data-root", str(workdir / "nowhere")]) == 2
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    capsys.readouterr()

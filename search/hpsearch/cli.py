@@ -6,15 +6,21 @@ Bad input of any kind ends with one message on stderr and exit status 2, never a
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, cli_results
 from .cli_results import positive_int
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .space import Space
 
 EXIT_BAD_INPUT = 2
 
@@ -210,10 +216,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import Plan, run, startup
+    from .study import artifact_dir
+
+    try:
+        with startup():  # no garbage collection while torch, the data and the study load (see runner.startup)
+            space, url, gpus, study, before = _open_run(args)
+        name = study.study_name
+        code = run(Plan(space, url, name, args.trials, args.timeout, args.workers, gpus))
+        _summary(study, space, args, url, before, artifact_dir(url, name))  # study.trials reads the storage anew
+    finally:
+        gc.unfreeze()  # what start-up froze: collected again once the command ends
+    return code
+
+
+def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], optuna.Study, int]:
+    """The space, storage URL, GPUs and study of `hpsearch run`, with the data checked (and, for one worker,
+    loaded); the number of trials the study had."""
     import optuna
 
-    from .runner import Plan, prestart, run
-    from .study import artifact_dir, create_or_resume, redact, storage_url
+    from .runner import prestart
+    from .study import create_or_resume, redact, storage_url
 
     space = _load(args)
     prestart(args.workers)  # the workers' imports go on beside the data check below
@@ -233,12 +256,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         check(data_config)  # each worker loads its own copy; check here (without torch) that there is one to load
     # Missing data failed above, before any study is touched; the space guard runs once, here.
     study = create_or_resume(space, url, args.study)
-    name, before = study.study_name, len(study.trials)
+    before = len(study.trials)
     workers = f"; {args.workers} workers" if args.workers > 1 else ""
-    print(f"hpsearch: study {name!r} in {redact(url)} ({before} trials so far){workers}", file=sys.stderr)
-    code = run(Plan(space, url, name, args.trials, args.timeout, args.workers, gpus))
-    _summary(study, space, args, url, before, artifact_dir(url, name))  # study.trials reads the storage anew
-    return code
+    print(f"hpsearch: study {study.study_name!r} in {redact(url)} ({before} trials so far){workers}",
+          file=sys.stderr)
+    return space, url, gpus, study, before
 
 
 def _check_gpus(text: str | None) -> tuple[str, ...]:
