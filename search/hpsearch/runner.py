@@ -187,7 +187,7 @@ def startup() -> Iterator[None]:
 
     Importing torch and Optuna makes ~400k objects that live as long as the process. Python's full collections,
     triggered by that many new objects, walked them all again and again while finding next to nothing (6 of them,
-    0.6 s of a 3.9-s start-up here), and every later collection of the older generations would walk them again.
+    0.6 s of a 3.4-s start-up here), and every later collection of the older generations would walk them again.
     Frozen (gc.freeze), they are skipped; what the trials allocate is collected as usual. The caller unfreezes
     them when the search is over (gc.unfreeze), so that the end of the process collects everything. Collection
     is on when start-up ends, even in a worker forked from the forkserver, which imports with it off.
