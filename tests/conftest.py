@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,12 @@ TINY = Path(__file__).resolve().parent / "spaces" / "tiny.yaml"
 # keep_checkpoints: 2 leaves completed trials both with a kept checkpoint and with a removed one.
 SEARCH = ["--trials", "12", "--set", "train.epochs=3",
           "--set", "study.pruner={name: median, n_startup_trials: 3, n_warmup_steps: 1}"]
+
+
+# A shell starts a background job (`pytest &`, a CI script run with &) with SIGINT ignored, and every process the
+# tests start inherits that: the tests that stop a real command with Ctrl-C (SIGINT) would wait on it for ever.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
