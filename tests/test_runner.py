@@ -206,3 +206,16 @@ def test_a_run_leaves_collection_on_and_nothing_frozen(workdir: Path, capsys: py
                  "--data-root", str(workdir / "nowhere")]) == 2
     assert gc.isenabled() and gc.get_freeze_count() == 0
     capsys.readouterr()
+
+
+def test_a_search_started_through_the_runner_leaves_nothing_frozen(workdir: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """runner.run on its own (a library caller, no `hpsearch run` around it) unfreezes what its start-up froze."""
+    import gc
+
+    from hpsearch.runner import run
+
+    plan = Plan(load_space(TINY), f"sqlite:///{workdir / 'tiny.db'}", "tiny", trials=1, timeout=None)
+    assert run(plan) == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    capsys.readouterr()
