@@ -1,8 +1,10 @@
 """hpsearch: hyperparameter search for image classifiers, on Optuna, PyTorch and torchvision.
 
-The public Python API: load_space, suggest and the TrialConfig dataclasses; best_trials (a study's best trials as a
-pandas DataFrame) and load_checkpoint (a checkpoint's model, rebuilt). Importing the package loads no torch: the last
-two import what they need when called.
+The public Python API, flat: load_space, suggest, the TrialConfig dataclasses and space_schema; best_trials (a
+study's best trials as a pandas DataFrame) and load_checkpoint (a checkpoint's model, rebuilt); HpsearchError, the
+base of every error a user can fix. Importing the package loads neither torch nor Optuna: each function imports what it needs when called.
+load_space and space_schema are where the space part's checks meet the study part's (sampler and pruner options).
+The parts behind it are subpackages (docs/ARCHITECTURE.md): space, training, study, results, cli, bench.
 """
 
 from __future__ import annotations
@@ -10,25 +12,45 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import TrialConfig
-from .space import Space, load_space, suggest
-from .yamlfile import SpaceError
+from .errors import HpsearchError
+from .space import Space, SpaceError, TrialConfig, suggest
+from .space import load_space as _load_space
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .checkpoint import Checkpoint
+    from .training.checkpoint import Checkpoint
 
-__version__ = "0.1.0"
-__all__ = ["Space", "SpaceError", "TrialConfig", "__version__", "best_trials", "load_checkpoint", "load_space",
-           "suggest"]
+__version__ = "0.1.0"  # the one version source: pyproject.toml reads it (tool.setuptools.dynamic)
+__all__ = ["HpsearchError", "Space", "SpaceError", "TrialConfig", "__version__", "best_trials", "load_checkpoint",
+           "load_space", "space_schema", "suggest"]
+
+
+def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Space:
+    """Read and check a space file (`overrides`: `key.path=value` strings, as --set gives them); SpaceError lists
+    every problem with file, line, key path, the bad value and the options.
+
+    The whole check: the space part's, and each sampler's and pruner's options against Optuna's own signatures.
+    """
+    from .study.samplers import option_problems
+
+    return _load_space(path, overrides, option_check=option_problems)
+
+
+def space_schema() -> dict[str, Any]:
+    """The JSON Schema (draft-07) of the space format, as `hpsearch schema` prints it: the space part's tables, and
+    each sampler's and pruner's options as Optuna's signatures give them."""
+    from .space.schema import space_schema as _space_schema
+    from .study.samplers import options
+
+    return _space_schema(options())
 
 
 def best_trials(storage: Any, study: str, k: int | None = 10) -> pd.DataFrame:
     """The best k trials of a study (storage: a URL or an Optuna storage) as the DataFrame `hpsearch report` prints:
     rank, trial, state, the metric, every parameter by its dotted name, epochs, best_epoch, seconds, images_per_sec,
     parameters, checkpoint."""
-    from .report import best_trials as _best_trials
+    from .results.report import best_trials as _best_trials
 
     return _best_trials(storage, study, k)
 
@@ -36,6 +58,6 @@ def best_trials(storage: Any, study: str, k: int | None = 10) -> pd.DataFrame:
 def load_checkpoint(path: str | Path, device: Any = "cpu") -> Checkpoint:
     """A checkpoint's model rebuilt in eval mode without the space file (weights-only loading), with its config,
     metric, trial number, class names and input normalisation: `ckpt.model(ckpt.preprocess(images))`."""
-    from .checkpoint import load_checkpoint as _load_checkpoint
+    from .training.checkpoint import load_checkpoint as _load_checkpoint
 
     return _load_checkpoint(path, device)

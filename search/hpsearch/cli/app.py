@@ -1,0 +1,321 @@
+"""The `hpsearch` command: the parser, `main`, and the verbs run, validate, sample and bench; the results verbs
+(report, export, ...) are in results.py.
+
+Bad input of any kind is an HpsearchError, which `main` turns into one message on stderr and its exit status
+(errors.report, the same place every worker uses), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__, keys
+from ..errors import EXIT_BAD_INPUT, HpsearchError, report
+from . import results as cli_results
+from .locate import UsageError
+from .results import positive_int
+
+if TYPE_CHECKING:
+    import optuna
+
+    from ..space import Space
+    from ..study.worker import Worker
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpsearch", formatter_class=_Formatter,
+        description="Hyperparameter search for image classifiers: a YAML search space, an Optuna study, "
+                    "on-device training.",
+        epilog="example:\n  hpsearch run spaces/smoke.yaml --trials 10\n\n"
+               "Run `hpsearch VERB --help` for a verb's options and a worked example.")
+    parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    run = verbs.add_parser(
+        "run", formatter_class=_Formatter, help="search: sample, train and prune trials into a study",
+        description="Sample configurations from SPACE, train each, prune poor ones early, and record everything "
+                    "in the study's storage. Rerunning the same command resumes the study and adds trials.",
+        epilog=textwrap.dedent("""\
+            examples:
+              hpsearch run spaces/smoke.yaml --trials 10
+              hpsearch run spaces/cifar100.yaml --trials 50 --data-root ~/datasets
+              hpsearch run spaces/cifar100.yaml --trials 1 --set train.epochs=1 --set data.train_limit=5000 \\
+                  --study cifar100-quick
+              hpsearch run spaces/cifar100.yaml --trials 40 --workers 4 --gpus 0,1
+              hpsearch run spaces/cifar100.yaml --storage postgresql://user@db-host/hpsearch --trials 20"""))
+    _space_args(run)
+    run.add_argument("--trials", type=positive_int, default=None, metavar="N",
+                     help="trials to add in this run (default: no limit; stop with --timeout or Ctrl-C)")
+    run.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
+                     help="stop starting new trials after this many seconds")
+    run.add_argument("--storage", metavar="URL", help="RDB URL (default: study.storage, else "
+                                                      "sqlite:///studies/<name>.db)")
+    run.add_argument("--study", metavar="NAME", help="study name (default: study.name, else the file's name)")
+    run.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                     help="worker processes on this study (default 1); --trials is the total across them")
+    run.add_argument("--gpus", metavar="IDS", help="CUDA devices to deal the workers over, e.g. 0,1 "
+                                                    "(several workers per GPU allowed)")
+
+    validate = verbs.add_parser(
+        "validate", formatter_class=_Formatter, help="check space files and report every problem",
+        description="Check each SPACE file; print every problem with file, line, key path, the bad value and "
+                    "the valid options. Exit status 0 when all are valid, 2 otherwise.",
+        epilog="example:\n  hpsearch validate spaces/*.yaml")
+    validate.add_argument("spaces", nargs="+", metavar="SPACE")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a value before checking (repeatable)")
+
+    sample = verbs.add_parser(
+        "sample", formatter_class=_Formatter, help="print sampled configurations without training",
+        description="Draw K configurations from SPACE with its sampler and print each one's searched values and "
+                    "its model's parameter count. Nothing is trained or stored.",
+        epilog="example:\n  hpsearch sample spaces/cifar100.yaml -n 3\n  hpsearch sample spaces/smoke.yaml "
+               "-n 1 --full")
+    _space_args(sample, data_root=False)
+    sample.add_argument("-n", type=positive_int, default=5, metavar="K", help="how many (default 5)")
+    sample.add_argument("--full", action="store_true", help="print every field of each configuration")
+
+    bench = verbs.add_parser(
+        "bench", formatter_class=_Formatter, help="benchmark the training loop and a run's overhead",
+        description="Train the same model at the same batch size for a fixed number of steps with hpsearch's loop "
+                    "and with the plain torchvision loop (PIL transforms, DataLoader workers, fp32), and print "
+                    "train images/s of each and their ratio. With --overhead SPACE, run that search instead and "
+                    "report start-up time, trials/hour and the share of time outside epochs for each --workers count.",
+        epilog=textwrap.dedent("""\
+            examples:
+              hpsearch bench --data-root ~/datasets --batch-size 512
+              hpsearch bench --models cnn6 --steps 2 --warmup 1 --batch-size 16      # seconds, synthetic data
+              hpsearch bench --overhead spaces/smoke.yaml --trials 40 --workers 1,2,4"""))
+    bench.add_argument("--models", default="cnn6,resnet18", help="comma-separated: cnn6, resnet18")
+    bench.add_argument("--batch-size", type=positive_int, default=512)
+    bench.add_argument("--steps", type=positive_int, default=20, help="timed steps per loop (default 20)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    bench.add_argument("--repeats", type=positive_int, default=3,
+                       help="alternate the two loops (or the --workers counts) this many times and take medians "
+                            "(default 3)")
+    bench.add_argument("--data-root", metavar="DIR", help="folder with cifar100.npz or cifar-100-python/ "
+                                                          "(default: synthetic CIFAR-shaped data)")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    bench.add_argument("--loader-workers", type=int, default=min(4, os.cpu_count() or 1),
+                       help="DataLoader workers of the plain loop (default: min(4, cores))")
+    bench.add_argument("--overhead", metavar="SPACE", help="measure a search's start-up and overhead instead")
+    bench.add_argument("--trials", type=positive_int, default=20, help="with --overhead: trials per run")
+    bench.add_argument("--workers", default="1", help="with --overhead: worker counts to try, e.g. 1,2,4")
+    cli_results.add_parsers(verbs, _Formatter)
+    return parser
+
+
+def _space_args(p: argparse.ArgumentParser, data_root: bool = True) -> None:
+    p.add_argument("space", metavar="SPACE", help="search-space YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any value of the space, e.g. --set train.epochs=5 (repeatable)")
+    if data_root:
+        p.add_argument("--data-root", metavar="DIR", help="folder holding cifar100.npz or cifar-100-python/ "
+                                                          "(overrides data.root)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(_VERBS[args.verb](args))
+    except HpsearchError as exc:  # anything else is a bug, and keeps its traceback
+        return report(exc) or EXIT_BAD_INPUT
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Verbs
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .. import load_space
+
+    overrides = list(args.overrides)
+    if getattr(args, "data_root", None):
+        overrides.append(f"data.root={json.dumps(args.data_root)}")
+    return load_space(args.space, overrides)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .. import SpaceError, load_space
+
+    bad = 0
+    for path in args.spaces:
+        try:
+            space = load_space(path, args.overrides)
+        except SpaceError as exc:
+            bad += 1
+            print(exc, file=sys.stderr)
+            continue
+        params = space.params()
+        print(f"{path}: valid; study {space.study.name!r}, {len(params)} searched: {', '.join(params) or 'none'}")
+    if bad:
+        print(f"hpsearch: {bad} of {len(args.spaces)} space files have problems", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import optuna
+    import yaml
+
+    from ..space import suggest
+    from ..space.registry import num_classes
+    from ..study.samplers import make_sampler
+    from ..training.models import build_model, count_parameters
+
+    space = _load(args)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=space.study.direction, sampler=make_sampler(space))
+    for i in range(args.n):
+        trial = study.ask()
+        config = suggest(trial, space)
+        n_params = count_parameters(build_model(config.model, num_classes(config), config))
+        print(f"# sample {i + 1}: {n_params:,} parameters")
+        shown = config.to_dict() if args.full else trial.params
+        print(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False).rstrip() or "{}  # nothing searched")
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # keeps the sampler's state moving
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..study.runner import Plan, run, startup
+    from ..study.storage import artifact_dir
+
+    try:
+        with startup():  # no garbage collection while torch, the data and the study load (see runner.startup)
+            space, url, gpus, study, worker, before = _open_run(args)
+        name = study.study_name
+        code = run(Plan(space, url, name, args.trials, args.timeout, args.workers, gpus), worker)
+        _summary(study, space, args, url, before, artifact_dir(url, name))  # study.trials reads the storage anew
+    finally:
+        gc.unfreeze()  # what start-up froze: collected again once the command ends
+    return code
+
+
+def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], optuna.Study, Worker | None, int]:
+    """The space, storage URL, GPUs and study of `hpsearch run`, with the data checked; for one worker, that
+    worker's resources (its data loaded, its study: the one the summary reads); the number of trials the study had.
+    Missing data fails before any study is touched."""
+    import optuna
+
+    from ..study.runner import prestart
+    from ..study.storage import redact, storage_url
+
+    space = _load(args)
+    prestart(args.workers)  # the workers' imports go on beside the data check below
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
+    url = storage_url(space, args.storage)
+    gpus = _check_gpus(args.gpus)
+    print(f"hpsearch: loading {space.fixed_data().dataset} ...", file=sys.stderr)
+    worker = None
+    if args.workers == 1:
+        from ..study.worker import Worker
+
+        worker = Worker.open(space, url, args.study)
+        study = worker.study
+    else:
+        from ..study.studies import create_or_resume
+        from ..training.rawdata import check
+
+        check(space.fixed_data())  # each worker loads its own copy; check here (without torch) that there is one
+        study = create_or_resume(space, url, args.study)  # the space guard runs once, here
+    before = len(study.trials)
+    workers = f"; {args.workers} workers" if args.workers > 1 else ""
+    print(f"hpsearch: study {study.study_name!r} in {redact(url)} ({before} trials so far){workers}",
+          file=sys.stderr)
+    return space, url, gpus, study, worker, before
+
+
+def _check_gpus(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    import torch
+
+    ids = tuple(t.strip() for t in text.split(","))
+    available = torch.cuda.device_count()
+    bad = [i for i in ids if not i.isdigit() or int(i) >= available]
+    if bad:
+        raise UsageError(f"--gpus {text}: no CUDA device {', '.join(bad)} here (devices: "
+                         f"{', '.join(map(str, range(available))) or 'none'}); give ids like 0,1")
+    return ids
+
+
+def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before: int, artifacts: Any) -> None:
+    import optuna
+
+    from ..study.storage import redact
+
+    trials = study.trials[before:]
+    states = {s.name: sum(1 for t in trials if t.state == s) for s in optuna.trial.TrialState}
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items() if n)
+    print(f"\n{len(trials)} new trials ({counts or 'none'}); {len(study.trials)} in the study")
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("no completed trial yet")
+        return
+    print(f"best: trial {best.number}, {space.study.metric}={best.value:.4f} "
+          f"(epoch {best.user_attrs.get(keys.BEST_EPOCH, '?')})")
+    for key, value in best.params.items():
+        print(f"  {key}: {value}")
+    where = args.space if not args.storage and not args.study else \
+        f"--storage {redact(url)} --study {study.study_name}"
+    print("\nnext:")
+    print(f"  hpsearch report {where} --plots plots   # the best trials, a summary, plots")
+    print(f"  hpsearch export {where} --out best.pt   # the best trial's checkpoint, for evaluate")
+    print(f"  optuna-dashboard {redact(url)} --artifact-dir {artifacts}")
+    print(f"  hpsearch run {args.space} --trials 20{' --study ' + args.study if args.study else ''}"
+          f"{' --storage ' + redact(url) if args.storage else ''}   # add trials")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .. import load_space
+    from ..bench import bench
+
+    if args.overhead:
+        try:
+            counts = [int(w) for w in args.workers.split(",")]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1:
+            raise UsageError(f"--workers {args.workers}: expected counts of at least 1, like 1,2,4")
+        load_space(args.overhead)  # a bad space is reported here, once, not by every run below
+        bench.overhead(args.overhead, args.trials, counts, max(1, args.repeats))
+        return 0
+    models = [m.strip() for m in args.models.split(",")]
+    unknown = [m for m in models if m not in bench.MODELS]
+    if unknown:
+        raise UsageError(f"--models: unknown {', '.join(unknown)}; known: {', '.join(bench.MODELS)}")
+    bench.compare(models, args.data_root, args.batch_size, args.steps, max(0, args.warmup), args.device,
+                  max(0, args.loader_workers), args.repeats)
+    return 0
+
+
+_VERBS = {"run": cmd_run, "validate": cmd_validate, "sample": cmd_sample, "bench": cmd_bench,
+          **cli_results.VERBS}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The `hpsearch` verbs that read a finished (or running) search: report, export, evaluate, retrain, dashboard, schema.
+
+Every verb that reads a study takes SPACE (its `study:` section names storage and study) or `--storage URL --study
+NAME`: locate.py is the shared helper. Bad input raises an HpsearchError (UsageError, StudyError, CheckpointError,
+DataError); main turns each into one message and its exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from .. import keys
+from .locate import UsageError, checkpoint_file, chosen_trial, locate, open_study, study_args
+
+# The same as report.FORMATS and export.EXPORT_FORMATS (tested), here so that `hpsearch --help` loads no torch.
+REPORT_FORMATS = ("table", "csv", "markdown", "html")
+EXPORT_FORMATS = ("checkpoint", "torchscript", "exported")
+
+
+def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """Add the results verbs to the `hpsearch` subparsers."""
+
+    def verb(name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+        return verbs.add_parser(name, formatter_class=formatter, help=help, description=description,  # type: ignore
+                                epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "))
+
+    report = verb("report", "the best trials as a table, with a summary, importances and plots",
+                  "The best trials of a study as a pandas table (rank, trial, state, the metric, every parameter, "
+                  "epochs, best epoch, seconds, images/s, parameter count, whether its checkpoint is kept), under a "
+                  "summary: trials by state, the best value, total time, and the epochs pruning saved. Completed "
+                  "trials rank first, then pruned ones by the best epoch they reached.", """
+                  hpsearch report spaces/smoke.yaml
+                  hpsearch report spaces/smoke.yaml --top 5 --format csv --out best.csv
+                  hpsearch report spaces/smoke.yaml --format html --out report.html --plots plots/
+                  hpsearch report --storage sqlite:///studies/smoke.db --study smoke --format markdown""")
+    study_args(report)
+    report.add_argument("--top", type=positive_int, default=10, metavar="K", help="trials to list (default 10)")
+    report.add_argument("--format", choices=REPORT_FORMATS, default="table",
+                        help="table (default), csv (the table alone, for pandas.read_csv), markdown, or html "
+                             "(a standalone page with the plots embedded)")
+    report.add_argument("--out", metavar="PATH", help="write the report here instead of to stdout")
+    report.add_argument("--plots", metavar="DIR", help="also write the plots as PNG files into DIR")
+
+    export = verb("export", "write the best (or a chosen) trial's checkpoint as a file",
+                  "Copy a completed trial's best-epoch checkpoint out of the study's artifact store: a self-describing "
+                  "file (state dict, TrialConfig, metric, trial number, class names) that hpsearch.load_checkpoint "
+                  "rebuilds without the space file. --format torchscript or exported (torch.export) writes a model "
+                  "that runs with torch alone: float NCHW images in 0..1 in, logits out.", """
+                  hpsearch export spaces/smoke.yaml --out best.pt
+                  hpsearch export spaces/smoke.yaml --trial 7 --out trial7.pt
+                  hpsearch export spaces/smoke.yaml --format torchscript --out best.ts
+                  hpsearch export spaces/smoke.yaml --format exported --out best.pt2""")
+    study_args(export)
+    export.add_argument("--out", required=True, metavar="PATH", help="the file to write")
+    export.add_argument("--trial", type=_trial_number, metavar="N", help="this trial (default: the best one)")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="checkpoint",
+                        help="checkpoint (default; for load_checkpoint, evaluate), torchscript, or exported "
+                             "(torch.export; name the file .pt2)")
+
+    evaluate = verb("evaluate", "test-set accuracy of an exported checkpoint",
+                    "Top-1 and top-5 accuracy (and per class with --per-class) of a checkpoint on its data set's test "
+                    "split. The only verb that reads the test set; run it once, on the model you chose.", """
+                    hpsearch evaluate best.pt
+                    hpsearch evaluate best.pt --data-root ~/datasets --per-class""")
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a file written by export or retrain")
+    evaluate.add_argument("--data-root", metavar="DIR", help="folder holding the data set (default: the data.root "
+                                                             "the trial was trained with)")
+    evaluate.add_argument("--per-class", action="store_true", help="also print each class's accuracy")
+    evaluate.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda:N")
+    evaluate.add_argument("--batch-size", type=positive_int, metavar="N", help="images per forward pass")
+
+    retrain = verb("retrain", "train the best configuration on train+validation and test it",
+                   "The usual last step after a search: train the best (or a chosen) completed trial's configuration "
+                   "on the training and validation images together, for all its epochs, keep the final weights, "
+                   "report test accuracy and write the model as a checkpoint.", """
+                   hpsearch retrain spaces/smoke.yaml --out final.pt
+                   hpsearch retrain spaces/cifar100.yaml --out final.pt --data-root ~/datasets --trial 12""")
+    study_args(retrain)
+    retrain.add_argument("--out", required=True, metavar="PATH", help="the checkpoint to write")
+    retrain.add_argument("--trial", type=_trial_number, metavar="N", help="this trial (default: the best one)")
+    retrain.add_argument("--data-root", metavar="DIR", help="folder holding the data set (default: as searched)")
+    retrain.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: as searched)")
+
+    dashboard = verb("dashboard", "serve optuna-dashboard on the study, with its checkpoints",
+                     "Serve optuna-dashboard on the study's storage with its artifact store, so each kept trial "
+                     "checkpoint is listed and downloadable on its trial's page. Safe to leave open while "
+                     "`hpsearch run` adds trials. Binds loopback unless --host says otherwise.", """
+                     hpsearch dashboard spaces/smoke.yaml
+                     hpsearch dashboard spaces/smoke.yaml --port 8081
+                     ssh -L 8080:127.0.0.1:8080 gpu-box   # then, on gpu-box: hpsearch dashboard SPACE""")
+    study_args(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
+
+    schema = verb("schema", "print the JSON Schema of the space format, for editors",
+                  "Print a JSON Schema (draft-07) of the search-space YAML. Point your editor's YAML plugin at it "
+                  "for completion, hover text and errors as you type (see the README).", """
+                  hpsearch schema --out space.schema.json
+                  hpsearch schema | python -m json.tool | head""")
+    schema.add_argument("--out", metavar="PATH", help="write it here instead of to stdout")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Verbs
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..results import report
+    from ..study.storage import artifact_dir
+
+    study, url = open_study(args)
+    if args.out:
+        _check_writable(args.out)
+    frame = report.trials_frame(study, args.top, artifact_dir(url, study.study_name))
+    imps, note = report.importances(study)
+    images: dict[str, bytes] = {}
+    skipped: dict[str, str] = {}
+    if args.plots or args.format == "html":
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; never a window
+        from ..results import plots
+
+        figures, skipped = plots.make_plots(study)
+        images = {name: plots.png(figure) for name, figure in figures.items()}
+        if args.plots:
+            try:
+                written = plots.save(images, args.plots)
+            except OSError as exc:
+                raise UsageError(f"cannot write plots into {args.plots}: {exc.strerror or exc}; choose a writable "
+                                 "--plots folder") from None
+            for path in written:
+                print(f"hpsearch: wrote {path}", file=sys.stderr)
+            for name, reason in skipped.items():
+                print(f"hpsearch: no {name}.png: {reason}", file=sys.stderr)
+    text = report.render(args.format, frame, report.summarize(study, url), imps, note, images, skipped)
+    _emit(text, args.out)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..results.export import export
+
+    study, url = open_study(args)
+    trial = chosen_trial(study, args.trial)
+    source = checkpoint_file(study, url, trial)
+    _check_writable(args.out)
+    path = export(source, args.out, args.format)
+    metric = trial.user_attrs.get(keys.CONFIG, {}).get("metric", "value")
+    print(f"wrote {path}: trial {trial.number} of study {study.study_name!r}, {metric}={trial.value:.4f} "
+          f"(epoch {trial.user_attrs.get(keys.BEST_EPOCH, '?')}), as {args.format}")
+    if args.format == "exported" and path.suffix != ".pt2":
+        print("hpsearch: note: torch.export.load expects a .pt2 file name and warns on others", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ..results.evaluation import score_test_set
+    from ..training.checkpoint import load_checkpoint
+    from ..training.models import count_parameters
+
+    ckpt = load_checkpoint(args.checkpoint)
+    scores = score_test_set(ckpt, args.data_root, args.device, args.per_class, args.batch_size)
+    origin = f"trial {ckpt.trial} of study {ckpt.study!r}" if ckpt.trial is not None else "a model"
+    trained = " trained on train+val" if ckpt.payload.get("trained_on") == "train+val" else ""
+    epoch = f" at epoch {ckpt.epoch}" if ckpt.epoch else ""
+    print(f"checkpoint {args.checkpoint}: {origin}{trained}, {ckpt.metric}={ckpt.value:.4f}{epoch}; "
+          f"{ckpt.config.model.name}, {count_parameters(ckpt.model):,} parameters")
+    print(f"test set: {ckpt.config.data.dataset}, {scores.images:,} images, on {scores.device}")
+    print(f"  top-1 accuracy  {scores.top1:.4f}\n  top-5 accuracy  {scores.top5:.4f}\n  loss            "
+          f"{scores.loss:.4f}")
+    if scores.per_class is not None:
+        table = pd.DataFrame(scores.per_class, columns=["class", "images", "correct"])
+        table["accuracy"] = (table["correct"] / table["images"].clip(lower=1)).map("{:.4f}".format)
+        print("\nper class:\n" + table.to_string(index=False))
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from ..results.evaluation import retrain, with_data
+    from ..space import TrialConfig
+    from ..study.storage import StudyError
+    from ..training.checkpoint import save
+
+    study, url = open_study(args)
+    trial = chosen_trial(study, args.trial)
+    if keys.CONFIG not in trial.user_attrs:
+        raise StudyError(f"trial {trial.number} has no stored config (was the study made by hpsearch?)")
+    _check_writable(args.out)
+    config = with_data(TrialConfig.from_dict(trial.user_attrs[keys.CONFIG]), args.data_root, args.device)
+    epochs = config.train.epochs
+    print(f"hpsearch: retraining trial {trial.number} of study {study.study_name!r} ({config.metric}="
+          f"{trial.value:.4f}) on train+validation for {epochs} epochs", file=sys.stderr)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        print(f"  epoch {epoch}/{epochs}  train_loss {metrics['train_loss']:.4f}  train_acc "
+              f"{metrics['train_acc']:.4f}  {metrics['seconds']:.1f}s", file=sys.stderr, flush=True)
+
+    result = retrain(config, trial.number, study.study_name, on_epoch)
+    path = save(result.payload, args.out)
+    print(f"retrained trial {trial.number}: {result.train_images:,} images (train+val), {result.epochs} epochs, "
+          f"{result.seconds:.1f}s, {result.parameters:,} parameters")
+    print(f"test set: {result.test.images:,} images\n  top-1 accuracy  {result.test.top1:.4f}\n  top-5 accuracy  "
+          f"{result.test.top5:.4f}\n  (the search's {config.metric} of this configuration: {trial.value:.4f})")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ..results.dashboard import serve
+
+    url, name = locate(args)
+    try:
+        server = serve(url, name, args.host, args.port)
+    except OSError as exc:
+        raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}; pick another --port "
+                         "(or --port 0 for any free one)") from None
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\nhpsearch: dashboard stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .. import space_schema
+
+    _emit(json.dumps(space_schema(), indent=2) + "\n", args.out)
+    return 0
+
+
+def _check_writable(path: str) -> None:
+    """Fail before the work, not after it: the folder must exist (or be creatable) and take a file."""
+    import tempfile
+
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file path such as {target / 'best.pt'}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --out path") from None
+
+
+def _emit(text: str, out: str | None) -> None:
+    if not out:
+        sys.stdout.write(text)
+        return
+    _check_writable(out)
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}; choose a writable --out path") from None
+    print(f"hpsearch: wrote {out}", file=sys.stderr)
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (also used by app.py)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _trial_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a trial number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"trial numbers start at 0, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {value}")
+    return value
+
+
+VERBS = {"report": cmd_report, "export": cmd_export, "evaluate": cmd_evaluate, "retrain": cmd_retrain,
+         "dashboard": cmd_dashboard, "schema": cmd_schema}
+
+__all__ = ["UsageError", "add_parsers", "chosen_trial", "checkpoint_file", "locate", "open_study", "study_args"]

@@ -1,0 +1,29 @@
+"""The names hpsearch stores on Optuna studies and trials, in one place that imports nothing.
+
+Every part that writes or reads one of these (the objective, retries, the report, the dashboard, export) uses the
+constant, so a key cannot drift between a writer and a reader.
+"""
+
+from __future__ import annotations
+
+# Trial user attributes
+CONFIG = "config"  # the trial's whole TrialConfig as a plain dict: rebuilds its model without the space file
+CHECKPOINT = "checkpoint"  # artifact id of the trial's best-epoch checkpoint in the study's artifact store
+CHECKPOINT_ERROR = "checkpoint_error"  # why the checkpoint could not be stored (the result stands)
+WORKER = "worker"  # host:pid of the process that ran the trial
+FAIL_REASON = "fail_reason"  # why a failed trial failed, in words
+EPOCHS_RUN = "epochs_run"  # epochs reported, resumed ones included
+BEST_EPOCH = "best_epoch"  # 1-based epoch whose metric is the trial's value
+EPOCHS_TRAINED = "epochs_trained"  # epochs trained by this run (fewer than epochs_run for a resumed trial)
+EPOCH_SECONDS = "epoch_seconds"  # seconds in epochs (training and validation)
+RETRY_OF = "retry_of"  # a retry: the number of the trial it reruns
+RETRY_REASON = "retry_reason"  # a retry: why that trial was cut short
+RESUMED_FROM = "resumed_from"  # a retry that resumed: the trial whose running checkpoint it loaded
+RESUMED_EPOCH = "resumed_epoch"  # ... and the epochs that checkpoint had finished
+RESUME_ERROR = "resume_error"  # a running checkpoint that could not be used, and why
+RUNNING_CHECKPOINT_ERROR = "running_checkpoint_error"  # a running state that could not be written
+
+# Study user attributes
+SPACE = "space"  # the space's identity (its trial sections, metric, direction): the resume guard compares it
+SPACE_HASH = "space_hash"  # a digest of SPACE
+SPACE_FILE = "space_file"  # the file the study was made from

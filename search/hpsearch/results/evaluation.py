@@ -1,0 +1,104 @@
+"""The test set: a checkpoint's test accuracy, and the final fit of a configuration on train+validation.
+
+The only module that reads the test split. The search never does: it selects on the validation split, and the test
+set measures the model that was selected, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..space import TrialConfig
+from ..training.checkpoint import Checkpoint, from_payload, make_payload
+from ..training.data import load_test, prepare
+from ..training.device import resolve_device
+from ..training.evaluate import evaluate
+from ..training.rawdata import DataError
+from ..training.train import train
+
+
+@dataclass(frozen=True)
+class Scores:
+    top1: float  # fraction of test images whose top class is right
+    top5: float  # ... whose right class is among the top 5
+    loss: float  # mean cross-entropy
+    images: int
+    per_class: list[tuple[str, int, int]] | None  # (class name, images, correct), in label order
+    device: str
+
+
+def with_data(config: TrialConfig, root: str | None = None, device: str | None = None) -> TrialConfig:
+    """The config with data.root (--data-root) and train.device (--device) replaced when given."""
+    if root is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
+    if device is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, device=device))
+    return config
+
+
+def score_test_set(ckpt: Checkpoint, data_root: str | None = None, device: str = "auto",
+                   per_class: bool = False, batch_size: int | None = None) -> Scores:
+    """Top-1 and top-5 accuracy (and per class) of the checkpoint's model on its data set's test split."""
+    config = with_data(ckpt.config, data_root)
+    dev = resolve_device(device)
+    x, y = load_test(config.data, dev)
+    if len(y) == 0:
+        raise DataError(f"the {config.data.dataset} test split under {config.data.root} has no images")
+    if int(y.max()) >= len(ckpt.class_names):
+        raise DataError(f"the {config.data.dataset} test labels go up to {int(y.max())} but the checkpoint knows "
+                        f"{len(ckpt.class_names)} classes; is --data-root the data set it was trained on?")
+    model = ckpt.model.to(dev)
+    channels_last = dev.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    size = batch_size or config.train.eval_batch_size
+    mean, std = ckpt.mean.to(dev), ckpt.std.to(dev)
+    n = len(ckpt.class_names)
+    metrics = evaluate(model, x, y, mean, std, size, dev, config.train.precision, channels_last,
+                       num_classes=n if per_class else None)
+    classes = None
+    if per_class:
+        total = torch.bincount(y, minlength=n).tolist()
+        classes = list(zip(ckpt.class_names, total, metrics["per_class"], strict=True))
+    return Scores(metrics["acc"], metrics["top5"], metrics["loss"], len(y), classes, str(dev))
+
+
+@dataclass(frozen=True)
+class Retrained:
+    payload: dict[str, Any]  # a checkpoint of the final weights; metric test_acc
+    test: Scores
+    train_images: int
+    epochs: int
+    seconds: float
+    parameters: int
+
+
+def retrain(config: TrialConfig, trial: int | None, study: str | None,
+            on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Retrained:
+    """Train `config` on train+validation for all its epochs, keep the last epoch's weights, measure them on test.
+
+    The validation images are part of the training set here, so no epoch is selected by them: the final weights
+    are the model, as the full schedule intends.
+    """
+    device = resolve_device(config.train.device)
+    data = prepare(config.data, device, include_val=True)
+    started = time.perf_counter()
+    result = train(config, data, on_epoch)
+    seconds = time.perf_counter() - started
+    mean, std = data.mean.flatten().tolist(), data.std.flatten().tolist()
+    payload = make_payload(result.final_state, config, "test_acc", 0.0, trial, data.class_names, study,
+                           result.epochs_run, mean=mean, std=std)
+    payload["trained_on"] = "train+val"
+    ckpt = from_payload(payload, "the retrained model")
+    test = score_test_set(ckpt, device=str(device))
+    payload["value"] = float(test.top1)
+    return Retrained(payload, test, len(data.train_y), result.epochs_run, seconds, result.num_params)
+
+
+__all__ = ["Retrained", "Scores", "retrain", "score_test_set", "with_data"]

@@ -1,0 +1,80 @@
+"""Export: a checkpoint as TorchScript or a torch.export program, which run with torch alone.
+
+Both take float NCHW images in 0..1, normalise them inside (the training split's mean and std, as every trial does)
+and carry hpsearch.json (class names, config, metric) beside the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..training.checkpoint import (
+    FORMAT,
+    METADATA_FILE,
+    VERSION,
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_payload,
+    save,
+    write_atomic,
+)
+from ..training.data import standardize
+
+EXPORT_FORMATS = ("checkpoint", "torchscript", "exported")  # hpsearch's own file | torch.jit | torch.export
+
+
+class Classifier(nn.Module):
+    """The model with its input normalisation inside: float NCHW images in 0..1 in, class logits out."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.flatten().clone())
+        self.register_buffer("std", std.flatten().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(standardize(x, self.mean, self.std))
+
+
+def metadata(ckpt: Checkpoint) -> dict[str, Any]:
+    """What an exported file says about itself (stored beside the graph as hpsearch.json)."""
+    return {"format": FORMAT, "version": VERSION, "input": "float32 NCHW images of 32x32 RGB pixels in 0..1",
+            "output": "class logits", "class_names": list(ckpt.class_names), "metric": ckpt.metric,
+            "value": ckpt.value, "trial": ckpt.trial, "study": ckpt.study, "epoch": ckpt.epoch,
+            "mean": ckpt.mean.tolist(), "std": ckpt.std.tolist(), "config": ckpt.config.to_dict()}
+
+
+def export(source: str | Path, out: str | Path, fmt: str = "checkpoint") -> Path:
+    """Write the checkpoint at `source` to `out` as hpsearch's own file, TorchScript or a torch.export program.
+
+    TorchScript (torch.jit.load) and exported (torch.export.load(...).module()) files need only torch: they take
+    float images in 0..1, normalise them inside, and carry hpsearch.json (class names, config, metric).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise CheckpointError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
+    if fmt == "checkpoint":
+        payload = load_payload(source)
+        load_checkpoint(source)  # the weights must build their model before we hand the file on
+        return save(payload, out)
+    ckpt = load_checkpoint(source)
+    net = Classifier(ckpt.model, ckpt.mean, ckpt.std).eval()
+    example = torch.rand(2, 3, 32, 32)
+    extra = {METADATA_FILE: json.dumps(metadata(ckpt))}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices: the user asked for this format by name
+        if fmt == "torchscript":
+            scripted = torch.jit.trace(net, example)
+            return write_atomic(out, lambda f: torch.jit.save(scripted, f, _extra_files=extra))
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+        return write_atomic(out, lambda f: torch.export.save(program, f, extra_files=extra))

@@ -1,0 +1,438 @@
+"""Validating a space file: every problem at once, each with file, line, key path, bad value and the options.
+
+load_space (load.py) parses the YAML and hands the document here; the _Checker walks it once against the
+TrialConfig dataclasses, the rules tables (rules.py) and the registries (registry.py), and builds the Space while it
+collects Problems. A component's rules are applied wherever the fields they read are fixed in the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from . import config as C
+from .overrides import apply_override
+from .registry import NAMED_SECTIONS, PRUNERS, SAMPLERS, ConfigError, Registry
+from .rules import DIRECTIONS, KINDS, OPTIONS, PARAM_KEYS, RANGES, SECTIONS, STUDY_KEYS, TOP_KEYS, UNSEARCHABLE
+from .space import Param, Section, Space, StudySpec
+from .yamlfile import Document, Problem
+
+# Checks of a component's options that need more than this part knows (the study part checks a sampler's or a
+# pruner's options against Optuna's signatures): (kind, its spec {name, options}) -> [(key or "", message)].
+OptionCheck = Callable[[str, dict[str, Any]], list[tuple[str, str]]]
+
+
+def check(doc: Document, overrides: list[str] | tuple[str, ...], default_name: str,
+          option_check: OptionCheck | None = None) -> tuple[Space, list[Problem]]:
+    """Apply the --set overrides to the document, then validate it: the Space and every Problem found."""
+    problems: list[Problem] = []
+    set_paths: set[tuple[str, ...]] = set()
+    for item in overrides:
+        apply_override(doc.value, item, problems, set_paths)
+    space = _Checker(doc, set_paths, problems, option_check).space(default_name)
+    return space, problems
+
+
+class _Checker:
+    """Walks the document once, building the Space and collecting every Problem."""
+
+    def __init__(self, doc: Document, set_paths: set[tuple[str, ...]], problems: list[Problem],
+                 option_check: OptionCheck | None = None) -> None:
+        self.doc, self.set_paths, self.problems, self.option_check = doc, set_paths, problems, option_check
+
+    def problem(self, path: tuple[str, ...], message: str) -> None:
+        if any(path[: len(p)] == p for p in self.set_paths):
+            self.problems.append(Problem("--set", None, ".".join(path), message))
+        else:
+            self.problems.append(Problem(self.doc.source, self.doc.line(path), ".".join(path), message))
+
+    def space(self, default_name: str) -> Space:
+        tree: dict[str, Any] = self.doc.value
+        for key in tree:
+            if key not in TOP_KEYS:
+                self.problem((key,), f"unknown section {key!r}; known: {', '.join(TOP_KEYS)}")
+        sections: dict[str, Section] = {}
+        for name in SECTIONS:
+            raw = tree.get(name) or {}
+            if not isinstance(raw, dict):
+                self.problem((name,), f"expected a mapping of {name} settings, got {raw!r}")
+                raw = {}
+            cls = C.SECTION_TYPES[name]
+            if name in NAMED_SECTIONS:
+                sections[name] = self.named_section(raw, (name,), cls, NAMED_SECTIONS[name])
+            else:
+                sections[name] = self.section(raw, (name,), cls)
+        study = self.study(tree.get("study") or {}, default_name)
+        self.cross_checks(sections)
+        if not self.problems:
+            self.component_rules(sections, study.metric)
+        return Space(self.doc.source, study, sections, tree)
+
+    # -- study ---------------------------------------------------------------------------------------------------
+
+    def study(self, raw: Any, default_name: str) -> StudySpec:
+        if not isinstance(raw, dict):
+            self.problem(("study",), f"expected a mapping, got {raw!r}")
+            raw = {}
+        for key in raw:
+            if key not in STUDY_KEYS:
+                self.problem(("study", key), f"unknown key {key!r}; known: {', '.join(STUDY_KEYS)}")
+        for key, value in raw.items():
+            if isinstance(value, dict) and "type" in value:
+                self.problem(("study", key), "study settings cannot be searched; give one value")
+        name = raw.get("name", default_name)
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            self.problem(("study", "name"), f"expected a name of letters, digits, '_', '.' or '-', got {name!r}")
+            name = default_name
+        metric = raw.get("metric", "val_acc")
+        if not isinstance(metric, str) or metric not in C.METRICS:
+            self.problem(("study", "metric"), f"unknown metric {metric!r}; known: {', '.join(C.METRICS)}")
+            metric = "val_acc"
+        direction = raw.get("direction", C.METRICS[metric])
+        if direction not in DIRECTIONS:
+            self.problem(("study", "direction"), f"expected maximize or minimize, got {direction!r}")
+        elif direction != C.METRICS[metric]:
+            self.problem(("study", "direction"), f"{direction} {metric} makes the search seek the worst model; "
+                                                 f"use {C.METRICS[metric]}")
+        storage = raw.get("storage")
+        if storage is not None and (not isinstance(storage, str) or "://" not in storage):
+            self.problem(("study", "storage"), f"expected a database URL such as sqlite:///studies/x.db or "
+                                               f"postgresql://user@host/db, got {storage!r}")
+        keep = raw.get("keep_checkpoints", 3)
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+            self.problem(("study", "keep_checkpoints"), f"expected a whole number >= 0, got {keep!r}")
+        sampler = self.component(raw.get("sampler", {"name": "tpe"}), ("study", "sampler"), SAMPLERS, default="tpe")
+        pruner = self.component(raw.get("pruner", {"name": "median"}), ("study", "pruner"), PRUNERS,
+                                default="median")
+        interval, grace, retries, resume_every = self.reliability(raw)
+        return StudySpec(name, direction, metric, storage, sampler, pruner, keep, interval, grace, retries,
+                         resume_every)
+
+    def reliability(self, raw: dict[str, Any]) -> tuple[int | None, int | None, int, int]:
+        """heartbeat_interval, grace_period (whole seconds or null), max_retry and resume_interval (whole numbers
+        >= 0)."""
+        out: list[Any] = []
+        for key, default, low in (("heartbeat_interval", StudySpec.heartbeat_interval, 1),
+                                  ("grace_period", StudySpec.grace_period, 1), ("max_retry", StudySpec.max_retry, 0),
+                                  ("resume_interval", StudySpec.resume_interval, 0)):
+            value = raw.get(key, default)
+            nullable = key in ("heartbeat_interval", "grace_period")
+            if (value is None and not nullable) or (value is not None and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < low)):
+                kind = "retries" if key == "max_retry" else "seconds"
+                self.problem(("study", key), f"expected a whole number of {kind} >= {low}"
+                                             f"{' or null (off)' if nullable else ''}, got {value!r}")
+                value = default
+            out.append(value)
+        interval, grace, retries, resume_every = out
+        if grace is not None and interval is not None and grace <= interval:
+            self.problem(("study", "grace_period"), f"must be longer than heartbeat_interval ({interval} s), or a "
+                                                    f"live trial counts as dead; got {grace} (e.g. {2 * interval})")
+        if grace is not None and interval is None:
+            self.problem(("study", "grace_period"), "needs heartbeat_interval (heartbeats are off when it is null)")
+        return interval, grace, retries, resume_every
+
+    def component(self, raw: Any, path: tuple[str, ...], registry: Registry, default: str) -> dict[str, Any]:
+        """A sampler or pruner: its name alone, or {name, options}; options are checked by `option_check`."""
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        if not isinstance(raw, dict):
+            self.problem(path, f"expected {{name: ..., <options>}}, got {raw!r}")
+            return {"name": default}
+        name = raw.get("name", default)
+        if not isinstance(name, str) or name not in registry:
+            self.problem((*path, "name"), f"unknown {path[-1]} {name!r}; known: {', '.join(registry)}")
+            return {"name": default}
+        spec = dict(raw, name=name)
+        if self.option_check is not None:
+            for key, message in self.option_check(registry.kind, spec):
+                self.problem((*path, key) if key else path, message)
+        return spec
+
+    # -- sections ------------------------------------------------------------------------------------------------
+
+    def section(self, raw: dict[str, Any], path: tuple[str, ...], cls: type) -> Section:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in fields:
+                self.problem((*path, key), f"unknown key {key!r}; known: {', '.join(fields)}")
+                continue
+            out[key] = self.leaf(value, (*path, key), str(fields[key].type))
+        return Section(out)
+
+    def named_section(self, raw: dict[str, Any], path: tuple[str, ...], cls: type, components: Registry) -> Section:
+        registry = components.fields()
+        raw = dict(raw)
+        choose_raw = raw.pop("choose", None)
+        common = self.section(raw, path, cls)
+        sect = path[0]
+        default = next(f.default for f in dataclasses.fields(cls) if f.name == "name")
+        branches: dict[str, Section] | None = None
+        if choose_raw is not None:
+            if "name" in raw:
+                self.problem((*path, "name"), "give `name` or `choose`, not both")
+            if not isinstance(choose_raw, dict) or not choose_raw:
+                self.problem((*path, "choose"), f"expected a mapping of {sect} names to their parameters, "
+                                                f"got {choose_raw!r}; known names: {', '.join(registry)}")
+                choose_raw = {}
+            branches = {}
+            for branch, braw in choose_raw.items():
+                bpath = (*path, "choose", branch)
+                if branch not in registry:
+                    self.problem(bpath, f"unknown {sect} {branch!r}; known: {', '.join(registry)}")
+                    continue
+                braw = braw or {}
+                if not isinstance(braw, dict):
+                    self.problem(bpath, f"expected a mapping of {branch}'s parameters, got {braw!r}")
+                    continue
+                for key in braw:
+                    if key in raw:
+                        self.problem((*bpath, key), f"{key} is also given for every {sect} above; keep one")
+                    elif key == "name" or key not in registry[branch]:
+                        self.problem((*bpath, key), f"{sect} {branch!r} takes no {key!r}; "
+                                                    f"it reads: {', '.join(registry[branch])}")
+                keep = {k: v for k, v in braw.items() if k in registry[branch] and k not in raw}
+                branches[branch] = self.section(keep, bpath, cls)
+            names = list(branches)
+        else:
+            name = common.fields.get("name", default)
+            names = list(name.choices or ()) if isinstance(name, Param) else [name]
+        for key in common.fields:
+            if key == "name":
+                continue
+            for name in names:
+                if isinstance(name, str) and name in registry and key not in registry[name]:
+                    self.problem((*path, key), f"{sect} {name!r} does not read {key!r}; it reads: "
+                                               f"{', '.join(registry[name])}")
+        return Section(common.fields, branches)
+
+    def leaf(self, value: Any, path: tuple[str, ...], kind: str) -> Any:
+        dotted = self.field_path(path)
+        nested = C.SECTION_TYPES.get(dotted)
+        if nested is not None:
+            if isinstance(value, dict) and "type" not in value:
+                return self.section(value, path, nested)
+            self.problem(path, f"expected a mapping of {dotted} settings, got {value!r}")
+            return None
+        if isinstance(value, dict):
+            return self.param(value, path, kind)
+        return self.fixed(value, path, kind)
+
+    @staticmethod
+    def field_path(path: tuple[str, ...]) -> str:
+        """optimizer.choose.sgd.lr -> optimizer.lr: the field a value lands in."""
+        if len(path) >= 3 and path[1] == "choose":
+            path = (path[0], *path[3:])
+        return ".".join(path)
+
+    def fixed(self, value: Any, path: tuple[str, ...], kind: str) -> Any:
+        ok, value = _coerce(kind, value)
+        if not ok:
+            self.problem(path, f"expected {KINDS.get(kind, kind)}, got {value!r}")
+            return value
+        self.check_value(value, path)
+        return value
+
+    def check_value(self, value: Any, path: tuple[str, ...]) -> None:
+        dotted = self.field_path(path)
+        options = OPTIONS.get(dotted)
+        if options is not None and value not in options:
+            self.problem(path, f"unknown {dotted.split('.')[-1]} {value!r}; known: {', '.join(options)}")
+        if dotted == "train.device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(value)):
+            self.problem(path, f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        bounds = RANGES.get(dotted)
+        if bounds is None or value is None:
+            return
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, (int, float)) and not _in_range(v, bounds):
+                self.problem(path, f"must be {_range_text(bounds)}, got {_fmt(value)}")
+                return
+
+    def param(self, raw: dict[str, Any], path: tuple[str, ...], kind: str) -> Any:
+        dotted = self.field_path(path)
+        ptype = raw.get("type")
+        if not isinstance(ptype, str) or ptype not in PARAM_KEYS:
+            if "type" not in raw:
+                self.problem(path, f"expected {KINDS.get(kind, kind)}; a searched value is a mapping with "
+                                   f"`type: float | int | categorical`, got {raw!r}")
+            else:
+                self.problem((*path, "type"), f"unknown type {ptype!r}; known: float, int, categorical")
+            return None
+        if dotted in UNSEARCHABLE:
+            self.problem(path, "cannot be searched: every trial of a study must see the same data and setup; "
+                               "give one value")
+            return None
+        if kind.startswith("tuple"):
+            self.problem(path, "cannot be searched (Optuna's choices are single values); give one list, or "
+                               "search the fields it is made from")
+            return None
+        n_problems = len(self.problems)
+        for key in raw:
+            if key != "type" and key not in PARAM_KEYS[ptype]:
+                self.problem((*path, key), f"type {ptype} takes no {key!r}; it takes: "
+                                           f"{', '.join(PARAM_KEYS[ptype])}")
+        if ptype == "categorical":
+            choices = raw.get("choices")
+            if not isinstance(choices, list) or not choices:
+                self.problem((*path, "choices"), f"expected a non-empty list of values, got {choices!r}")
+                return None
+            out = []
+            for i, choice in enumerate(choices):
+                if choice is not None and not isinstance(choice, (bool, int, float, str)):
+                    self.problem((*path, "choices", str(i)), f"Optuna's choices must be null, true/false, numbers "
+                                                              f"or strings, got {choice!r}")
+                    continue
+                out.append(self.fixed(choice, (*path, "choices", str(i)), kind))
+            if len(set(map(repr, out))) != len(out):
+                self.problem((*path, "choices"), f"choices repeat a value: {choices!r}")
+            return Param("categorical", choices=tuple(out)) if len(self.problems) == n_problems else None
+        if kind not in ("int", "float", "int | None", "float | None"):
+            self.problem((*path, "type"), f"expected {KINDS.get(kind, kind)}, which only `type: categorical` "
+                                          f"can search, got type {ptype}")
+            return None
+        if ptype == "float" and kind.startswith("int"):
+            self.problem((*path, "type"), "this field takes whole numbers: use `type: int`")
+        want = "int" if ptype == "int" else "float"
+        values: dict[str, Any] = {}
+        for key in ("low", "high", "step"):
+            if key not in raw:
+                if key != "step":
+                    self.problem(path, f"type {ptype} needs `{key}`")
+                continue
+            ok, v = _coerce(want, raw[key])
+            if not ok:
+                self.problem((*path, key), f"expected {KINDS[want]}, got {raw[key]!r}")
+            values[key] = v
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            self.problem((*path, "log"), f"expected true or false, got {log!r}")
+        if len(self.problems) > n_problems:
+            return None
+        low, high, step = values["low"], values["high"], values.get("step")
+        if low > high:
+            self.problem(path, f"`low <= high` must hold, but got (low={low}, high={high})")
+        if log and low <= 0:
+            self.problem((*path, "low"), f"`log: true` needs low > 0, got low={low}")
+        if log and step is not None:
+            self.problem((*path, "step"), "`step` and `log: true` cannot be used together (Optuna)")
+        if step is not None and step <= 0:
+            self.problem((*path, "step"), f"must be > 0, got {step}")
+        bounds = RANGES.get(dotted)
+        if bounds is not None and len(self.problems) == n_problems:  # one message per mistake, not two
+            for key, v in (("low", low), ("high", high)):
+                if not _in_range(v, bounds):
+                    self.problem((*path, key), f"{dotted} must be {_range_text(bounds)}, got {key}={_fmt(v)}")
+        if len(self.problems) > n_problems:
+            return None
+        return Param(ptype, low=low, high=high, log=log, step=step)
+
+    def cross_checks(self, sections: dict[str, Section]) -> None:
+        model = sections["model"]
+        widths = model.fields.get("widths")
+        if widths is not None:
+            for other in ("stages", "width", "width_growth"):
+                if other in model.fields:
+                    self.problem(("model", other), f"give `widths` (it sets the stages) or {other}, not both")
+        milestones = sections["scheduler"].fields.get("milestones")
+        if isinstance(milestones, tuple) and list(milestones) != sorted(set(milestones)):
+            self.problem(("scheduler", "milestones"), f"must be increasing, got {list(milestones)}")
+
+    def component_rules(self, sections: dict[str, Section], metric: str) -> None:
+        """Each chosen component's rules, for every combination of `choose:` branches, wherever every field a rule
+        reads is fixed (a rule on a searched field is applied when a trial builds the component: it fails then)."""
+        kinds = list(NAMED_SECTIONS)
+        branches: list[list[str | None]] = [list(sections[k].choose or [None]) for k in kinds]
+        seen: set[tuple[str, str]] = set()
+        for combo in itertools.product(*branches):
+            values: dict[str, Any] = {}
+            searched: set[str] = set()
+            for name, section in sections.items():
+                branch = dict(zip(kinds, combo, strict=True)).get(name)
+                values[name] = _fixed_values(section, name, branch, searched)
+            try:
+                config = C.TrialConfig.from_dict({**values, "metric": metric})
+            except (TypeError, ValueError):
+                continue  # a value the field checks above already refused
+            for kind, registry in NAMED_SECTIONS.items():
+                name = registry.chosen(config)
+                if name not in registry or f"{kind}.name" in searched:
+                    continue  # a searched name: each choice's rules apply when a trial builds it
+                for rule in registry[name].rules:
+                    if any(f in searched for f in rule.needs) or (kind, rule.field) in seen:
+                        continue
+                    try:
+                        message = rule.check(config)
+                    except (ConfigError, TypeError, ValueError) as exc:
+                        message = str(exc)
+                    if message is not None:
+                        seen.add((kind, rule.field))
+                        branch = config_branch(sections[kind], name)
+                        leaf = rule.field.split(".", 1)[1]
+                        where = (kind, "choose", branch, leaf) if branch else (kind, leaf)
+                        self.problem(where, f"{kind} {name!r}: {message}")
+
+
+def config_branch(section: Section, name: str) -> str | None:
+    """The `choose:` branch that names a component, or None when the section names it directly."""
+    return name if section.choose and name in section.choose else None
+
+
+def _fixed_values(section: Section, prefix: str, branch: str | None, searched: set[str]) -> dict[str, Any]:
+    """A section's fixed values with one `choose:` branch merged in; searched fields go into `searched` (dotted,
+    as the field path: optimizer.lr, not optimizer.sgd.lr) and take no value."""
+    out: dict[str, Any] = {}
+    fields = dict(section.fields)
+    if branch is not None and section.choose:
+        fields.update(section.choose[branch].fields)
+        out["name"] = branch
+    for key, value in fields.items():
+        if isinstance(value, Param):
+            searched.add(f"{prefix}.{key}")
+        elif isinstance(value, Section):
+            out[key] = _fixed_values(value, f"{prefix}.{key}", None, searched)
+        else:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _coerce(kind: str, value: Any) -> tuple[bool, Any]:
+    if kind.endswith(" | None"):
+        return (True, None) if value is None else _coerce(kind[: -len(" | None")], value)
+    if isinstance(value, bool):
+        return kind == "bool", value
+    if kind == "int":
+        return isinstance(value, int), value
+    if kind == "float":
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        return ok, float(value) if ok else value
+    if kind == "str":
+        return isinstance(value, str), value
+    if kind in ("tuple[int, ...]", "tuple[float, float]") and isinstance(value, list):
+        item = "int" if kind == "tuple[int, ...]" else "float"
+        coerced = [_coerce(item, v) for v in value]
+        ok = all(c[0] for c in coerced) and (kind != "tuple[float, float]" or len(value) == 2)
+        return ok, tuple(c[1] for c in coerced) if ok else value
+    return False, value
+
+
+def _in_range(v: float, bounds: tuple[float | None, float | None, bool, bool]) -> bool:
+    lo, hi, lo_open, hi_open = bounds
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        return False
+    return not (hi is not None and (v > hi or (hi_open and v == hi)))
+
+
+def _range_text(bounds: tuple[float | None, float | None, bool, bool]) -> str:
+    lo, hi, lo_open, hi_open = bounds
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {_fmt(lo)}"
+    return f"in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
+
+
+def _fmt(v: Any) -> str:
+    return repr(list(v)) if isinstance(v, tuple) else repr(v) if not isinstance(v, (int, float)) else f"{v:g}"

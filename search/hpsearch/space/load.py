@@ -1,0 +1,37 @@
+"""Reading a space file: YAML with lines (yamlfile.py), then every check at once (checker.py) -> a Space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checker import OptionCheck, check
+from .rules import TOP_KEYS
+from .space import Space
+from .yamlfile import Problem, SpaceError, parse
+
+
+def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+               option_check: OptionCheck | None = None) -> Space:
+    """Read and validate a space file; `overrides` are `key.path=value` strings applied first (--set).
+
+    Raises SpaceError listing every problem, each with file, line, key path, bad value and the options.
+    `option_check` adds the checks of sampler and pruner options; `hpsearch.load_space`, the function every caller
+    uses, passes the study part's.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpaceError([Problem(str(path), None, "", f"cannot read the space file: {reason}")]) from None
+    doc = parse(text, str(path))
+    if doc.value is None:
+        raise SpaceError([Problem(str(path), None, "", "the file is empty; a space needs at least a `study:` "
+                                                         "or `train:` section (see spaces/smoke.yaml)")])
+    if not isinstance(doc.value, dict):
+        raise SpaceError([Problem(str(path), doc.line(()), "", f"expected a mapping of sections "
+                                                                f"({', '.join(TOP_KEYS)}), got {doc.value!r}")])
+    space, problems = check(doc, overrides, default_name=path.stem, option_check=option_check)
+    if problems:
+        raise SpaceError(sorted(problems, key=lambda p: (p.source != "--set", p.line or 0)))
+    return space

@@ -1,0 +1,207 @@
+"""The component registries: models, optimizers, schedulers, data sets, samplers and pruners, one registry a kind.
+
+An entry holds what everything else reads about a component: its name, the fields of its section it reads, and its
+preconditions (rules on a concrete TrialConfig). The checker refuses a field the entry does not read and a fixed
+value that breaks a rule; the JSON Schema lists the names and fields; the builder applies the same rules before it
+builds, so a rule is written once. The builders themselves need torch, which this module must not import: the
+training part attaches each one to its entry with the registry's decorator,
+
+    @MODELS.builder("cnn")
+    def cnn(cfg: ModelConfig, num_classes: int) -> nn.Module: ...
+
+and a test checks that every entry has its builder. Adding a model is an entry here and a decorated builder there
+(CONTRIBUTING.md). Samplers and pruners are Optuna's classes by name; the study part builds them (and checks their
+options against Optuna's signatures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ModelConfig, TrialConfig
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A precondition of a component: `check(config)` returns the problem in words, or None when it holds."""
+
+    field: str  # the dotted field the problem is blamed on, e.g. "optimizer.momentum"
+    needs: tuple[str, ...]  # the dotted fields the check reads: the checker applies it where all are fixed
+    check: Callable[[TrialConfig], str | None]
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    reads: tuple[str, ...]  # fields of its section it reads; any other field given for it is an error
+    rules: tuple[Rule, ...] = ()
+    summary: str = ""  # one line for help texts and the schema
+    info: dict[str, Any] = field(default_factory=dict)  # kind-specific facts (a data set's classes)
+
+
+class ConfigError(ValueError):
+    """A concrete configuration that breaks a component's rule (a searched value can: the trial fails with it)."""
+
+
+class Registry:
+    """The components of one kind, by name, in the order they were added (the order errors list them in)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Component] = {}
+        self._builders: dict[str, Callable[..., Any]] = {}
+
+    def add(self, name: str, reads: tuple[str, ...] = (), rules: tuple[Rule, ...] = (), summary: str = "",
+            **info: Any) -> Component:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        entry = self._entries[name] = Component(name, reads, rules, summary, info)
+        return entry
+
+    def builder(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: `fn` builds the component `name` (an entry must exist: its fields and rules come first)."""
+        if name not in self._entries:
+            raise KeyError(f"{self.kind} {name!r} has no registry entry; add it in hpsearch/space/registry.py")
+
+        def attach(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self._builders[name] = fn
+            return fn
+
+        return attach
+
+    def build(self, name: str, config: TrialConfig | None, *args: Any, **kwargs: Any) -> Any:
+        """Check `config` against the entry's rules (ConfigError), then call its builder with *args, **kwargs."""
+        entry = self[name]
+        if config is not None:
+            problems = self.problems(config, entry)
+            if problems:
+                raise ConfigError("; ".join(problems))
+        if name not in self._builders:
+            raise LookupError(f"{self.kind} {name!r} has no builder (is its module imported?)")
+        return self._builders[name](*args, **kwargs)
+
+    def problems(self, config: TrialConfig, entry: Component | None = None) -> list[str]:
+        """The broken rules of an entry (by default the config's own) as `field: message` lines."""
+        out = []
+        for rule in (entry or self[self.chosen(config)]).rules:
+            message = rule.check(config)
+            if message is not None:
+                out.append(f"{rule.field}: {message}")
+        return out
+
+    def chosen(self, config: TrialConfig) -> str:
+        """The name of this kind's component in a config."""
+        section = {"model": config.model, "optimizer": config.optimizer, "scheduler": config.scheduler,
+                   "dataset": config.data}[self.kind]
+        return str(getattr(section, "dataset" if self.kind == "dataset" else "name"))
+
+    def has_builder(self, name: str) -> bool:
+        return name in self._builders
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def fields(self) -> dict[str, tuple[str, ...]]:
+        """Each name with the fields it reads."""
+        return {name: entry.reads for name, entry in self._entries.items()}
+
+    def __getitem__(self, name: str) -> Component:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self._entries)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# ---------------------------------------------------------------------------------------------------- data sets
+DATASETS = Registry("dataset")
+DATASETS.add("cifar100", summary="CIFAR-100: 50,000 + 10,000 32x32 colour images, 100 classes", classes=100)
+DATASETS.add("cifar10", summary="CIFAR-10: 50,000 + 10,000 32x32 colour images, 10 classes", classes=10)
+DATASETS.add("synthetic", summary="a learnable CIFAR-shaped data set made on the spot (data.synthetic)",
+             classes=None)
+
+
+def num_classes(config: TrialConfig) -> int:
+    """The classes of a config's data set: the registry's count, or data.synthetic.classes."""
+    classes = DATASETS[config.data.dataset].info.get("classes")
+    return int(classes) if classes is not None else config.data.synthetic.classes
+
+
+# ------------------------------------------------------------------------------------------------------- models
+IMAGE_SIZE = 32  # CIFAR images are 32x32; each cnn stage halves the feature map
+MAX_STAGES = IMAGE_SIZE.bit_length() - 1  # 5: a sixth 2x2 pool would shrink 1x1 to nothing
+
+
+def _stages_fit(config: TrialConfig) -> str | None:
+    m: ModelConfig = config.model
+    widths = m.stage_widths()
+    if not 1 <= len(widths) <= MAX_STAGES:
+        return (f"{len(widths)} stages shrink a {IMAGE_SIZE}x{IMAGE_SIZE} image below 1x1; use 1 to {MAX_STAGES} "
+                "stages (or that many widths)")
+    return None
+
+
+MODELS = Registry("model")
+MODELS.add("cnn", ("stages", "blocks_per_stage", "width", "width_growth", "widths", "dropout", "batchnorm"),
+           rules=(Rule("model.widths", ("model.stages", "model.widths"), _stages_fit),),
+           summary="a plain CNN: stages of 3x3 conv (+BN) + ReLU blocks, each ending in a 2x2 max-pool")
+MODELS.add("resnet18", ("dropout",), summary="torchvision's ResNet-18 with a CIFAR stem (3x3 conv, no max-pool)")
+MODELS.add("resnet34", ("dropout",), summary="torchvision's ResNet-34 with a CIFAR stem (3x3 conv, no max-pool)")
+
+
+# --------------------------------------------------------------------------------------------------- optimizers
+def _nesterov_momentum(config: TrialConfig) -> str | None:
+    o = config.optimizer
+    if o.nesterov and o.momentum <= 0:
+        return f"nesterov needs momentum > 0, got momentum={o.momentum:g} (set nesterov: false or a momentum)"
+    return None
+
+
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.add("sgd", ("lr", "momentum", "nesterov", "weight_decay"),
+               rules=(Rule("optimizer.momentum", ("optimizer.nesterov", "optimizer.momentum"), _nesterov_momentum),),
+               summary="torch.optim.SGD")
+OPTIMIZERS.add("adam", ("lr", "betas", "eps", "weight_decay"), summary="torch.optim.Adam")
+OPTIMIZERS.add("adamw", ("lr", "betas", "eps", "weight_decay"), summary="torch.optim.AdamW (decoupled weight decay)")
+OPTIMIZERS.add("rmsprop", ("lr", "momentum", "alpha", "eps", "weight_decay"), summary="torch.optim.RMSprop")
+OPTIMIZERS.add("adagrad", ("lr", "eps", "weight_decay"), summary="torch.optim.Adagrad")
+
+
+# --------------------------------------------------------------------------------------------------- schedulers
+SCHEDULERS = Registry("scheduler")
+SCHEDULERS.add("none", ("warmup_epochs",), summary="a constant lr (after the warm-up)")
+SCHEDULERS.add("step", ("warmup_epochs", "step_size", "gamma"), summary="StepLR: lr x gamma every step_size epochs")
+SCHEDULERS.add("multistep", ("warmup_epochs", "milestones", "gamma"), summary="MultiStepLR at the milestones")
+SCHEDULERS.add("exponential", ("warmup_epochs", "gamma"), summary="ExponentialLR: lr x gamma per epoch")
+SCHEDULERS.add("cosine", ("warmup_epochs", "min_lr_factor"), summary="CosineAnnealingLR over the whole run")
+SCHEDULERS.add("onecycle", ("pct_start", "div_factor", "final_div_factor"), summary="OneCycleLR")
+SCHEDULERS.add("plateau", ("warmup_epochs", "factor", "patience", "min_lr_factor"),
+               summary="ReduceLROnPlateau on the validation metric")
+SCHEDULERS.add("linear", ("warmup_epochs", "end_factor"), summary="LinearLR from lr to lr x end_factor")
+
+
+# ----------------------------------------------------------------------------------------- samplers and pruners
+# The name of each Optuna class in optuna.samplers / optuna.pruners; the study part builds them and checks their
+# options against the class's signature.
+SAMPLERS = Registry("sampler")
+for _name, _cls in (("tpe", "TPESampler"), ("random", "RandomSampler"), ("cmaes", "CmaEsSampler"),
+                    ("gp", "GPSampler"), ("qmc", "QMCSampler"), ("grid", "GridSampler"), ("nsga2", "NSGAIISampler")):
+    SAMPLERS.add(_name, summary=f"optuna.samplers.{_cls}", optuna_class=_cls)
+PRUNERS = Registry("pruner")
+for _name, _cls in (("median", "MedianPruner"), ("percentile", "PercentilePruner"),
+                    ("hyperband", "HyperbandPruner"), ("sha", "SuccessiveHalvingPruner"),
+                    ("threshold", "ThresholdPruner"), ("none", "NopPruner")):
+    PRUNERS.add(_name, summary=f"optuna.pruners.{_cls}", optuna_class=_cls)
+
+# The sections that pick a component by `name` (or by a `choose:` branch), with the registry of each.
+NAMED_SECTIONS: dict[str, Registry] = {"model": MODELS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS}

@@ -1,0 +1,224 @@
+"""The Optuna objective: trial -> TrialConfig -> train, reporting and pruning every epoch, keeping checkpoints.
+
+The only place where Optuna meets training: training knows nothing of trials, the space nothing of torch.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.artifacts import upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import TrialState
+
+from .. import keys
+from ..space import TrialConfig, suggest
+from ..space.config import maximize
+from ..space.registry import ConfigError
+from ..training import checkpoint
+from ..training.data import DeviceData
+from ..training.train import NonFiniteLoss, ResumeError, TrainResult, train
+from . import resume
+from .compat import frozen, set_user_attrs
+from .worker import Worker
+
+
+class TrialFailed(Exception):
+    """A trial that cannot finish (non-finite loss, out of memory): recorded as failed, the study goes on."""
+
+
+class Objective:
+    """Callable for `study.optimize` on its worker's study: every trial trains on the worker's device and data.
+
+    With the worker's `running` folder (None turns it off), each trial keeps its state there after an epoch once
+    `study.resume_interval` seconds have passed since the trial started or last saved (0: after every epoch), and a
+    retried trial (resume.Retry) goes on from it; a trial stopped by Ctrl-C or SIGTERM is failed with the reason
+    and retried. The interval bounds what a crash costs while keeping the write off short epochs: a ResNet-18's
+    state (weights, momentum, the best epoch's weights) is ~135 MB to write and fsync, a real share of a fast GPU
+    epoch. Without the worker's store (None), no checkpoint is kept.
+    """
+
+    def __init__(self, worker: Worker,
+                 on_epoch: Callable[[optuna.Trial, int, dict[str, float]], None] | None = None, *,
+                 keep_running: bool = True, keep_checkpoints: bool = True) -> None:
+        self.worker = worker
+        self.space = worker.space
+        self.store = worker.store if keep_checkpoints else None
+        self.metric = worker.space.study.metric
+        self.on_epoch_hook = on_epoch
+        self.running: Path | None = worker.running if keep_running else None
+        self.epochs_seen = 0  # epochs of the running trial reported so far, resumed ones included
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.epochs_seen = 0
+        chain = resume.history(frozen(trial).system_attrs)
+        stopped = False
+        try:
+            return self._run(trial, chain)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runner turns it into this): retried, state kept
+            stopped = True
+            reason = f"interrupted ({exc or 'Ctrl-C'}) during epoch {self.epochs_seen + 1}"
+            self._fail(trial, reason, self.epochs_seen)
+            resume.Retry(self.space.study.max_retry, reason)(trial.study, frozen(trial))
+            raise
+        finally:
+            if self.running is not None and not stopped:  # ended for good: its running state is not needed
+                resume.discard(self.running, [*chain, trial.number])
+
+    def _run(self, trial: optuna.Trial, chain: list[int]) -> float:
+        config = suggest(trial, self.space)
+        set_user_attrs(trial, {keys.CONFIG: config.to_dict(), keys.WORKER: f"{socket.gethostname()}:{os.getpid()}"})
+        device, data = self.worker.device, self.worker.data
+        state = self._resumed_state(trial, chain, config) if chain else None
+        trained, epoch_seconds = 0, 0.0  # epochs trained by this run (a resumed trial skips the finished ones)
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            nonlocal trained, epoch_seconds
+            self.epochs_seen, trained, epoch_seconds = epoch, trained + 1, epoch_seconds + metrics["seconds"]
+            value = metrics[self.metric]
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"validation {self.metric} is {value} in epoch {epoch}: the run diverged")
+            trial.report(value, epoch)
+            if self.on_epoch_hook is not None:
+                self.on_epoch_hook(trial, epoch, metrics)
+            if trial.should_prune():
+                set_user_attrs(trial, {keys.EPOCHS_RUN: epoch, keys.EPOCH_SECONDS: round(epoch_seconds, 4),
+                                       keys.EPOCHS_TRAINED: trained})
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric}={value:.4f}")
+
+        started = time.perf_counter()
+        saved = started  # when the running state was last written (or the trial started)
+
+        def on_state(get: Callable[[], dict[str, Any]]) -> None:
+            nonlocal saved
+            if self.running is None or time.perf_counter() - saved < self.space.study.resume_interval:
+                return
+            try:
+                resume.save(self.running, trial.number, trial.study.study_name, config.to_dict(), get())
+            except (OSError, checkpoint.CheckpointError) as exc:  # a full disk: the trial goes on (a retry would
+                trial.set_user_attr(keys.RUNNING_CHECKPOINT_ERROR, str(exc))  # resume from an older epoch)
+            saved = time.perf_counter()
+
+        out_of_memory = False
+        try:
+            try:
+                result = train(config, data, on_epoch, on_state=on_state, resume=state)
+            except ResumeError as exc:  # a state that does not fit after all: train from the start
+                trial.set_user_attr(keys.RESUME_ERROR, str(exc))
+                self.epochs_seen = 0
+                result = train(config, data, on_epoch, on_state=on_state)
+        except optuna.TrialPruned:
+            raise
+        except (NonFiniteLoss, ConfigError) as exc:  # diverged, or a searched value broke a component's rule
+            self._fail(trial, str(exc), self.epochs_seen)
+            raise TrialFailed(str(exc)) from None
+        except torch.OutOfMemoryError:
+            out_of_memory = True  # handled below, once the traceback (and the model it holds) is gone
+        if out_of_memory:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            reason = (f"out of {device.type} memory in epoch {self.epochs_seen + 1}; try a smaller batch_size "
+                      "or model")
+            self._fail(trial, reason, self.epochs_seen)
+            raise TrialFailed(reason)
+        value = float(result.best_metrics[self.metric])
+        self._record(trial, result, time.perf_counter() - started, trained)
+        self._keep_checkpoint(trial, result, config, value, data)
+        return value
+
+    def _resumed_state(self, trial: optuna.Trial, chain: list[int], config: TrialConfig) -> dict[str, Any] | None:
+        """The newest running state of the trials this one retries, with their epochs reported again.
+
+        Re-reporting the finished epochs keeps the pruner's view of this trial the same as if it had never stopped.
+        """
+        if self.running is None:
+            return None
+        try:
+            found = resume.load(self.running, chain, config.to_dict())
+        except checkpoint.CheckpointError as exc:
+            trial.set_user_attr(keys.RESUME_ERROR, str(exc))
+            return None
+        if found is None:
+            return None
+        number, state = found
+        history = state["history"]
+        for metrics in history:
+            trial.report(float(metrics[self.metric]), int(metrics["epoch"]))
+        self.epochs_seen = len(history)
+        set_user_attrs(trial, {keys.RESUMED_FROM: number, keys.RESUMED_EPOCH: len(history)})
+        if history and trial.should_prune():
+            set_user_attrs(trial, {keys.EPOCHS_RUN: len(history), keys.EPOCHS_TRAINED: 0})
+            raise optuna.TrialPruned(f"pruned at epoch {len(history)} on resuming trial {number}")
+        return state
+
+    @staticmethod
+    def _fail(trial: optuna.Trial, reason: str, epochs: int) -> None:
+        set_user_attrs(trial, {keys.FAIL_REASON: reason, keys.EPOCHS_RUN: epochs})
+
+    @staticmethod
+    def _record(trial: optuna.Trial, result: TrainResult, seconds: float, trained: int) -> None:
+        attrs: dict[str, Any] = {
+            keys.EPOCHS_RUN: result.epochs_run,
+            keys.BEST_EPOCH: result.best_epoch,
+            "seconds": round(seconds, 3),
+            "train_seconds": round(result.seconds, 3),
+            keys.EPOCH_SECONDS: round(sum(h["seconds"] for h in result.history), 4),  # training + validation
+            "images_per_sec": round(result.train_images_per_sec, 1),
+            "params": result.num_params,
+            "flops_per_image": result.flops_per_image,  # forward + backward of one training image
+            "tflops": round(result.flops_per_image * result.train_images_per_sec / 1e12, 4),  # achieved, training
+            keys.EPOCHS_TRAINED: trained,  # by this run: fewer than epochs_run when it resumed a stopped trial
+        }
+        set_user_attrs(trial, attrs)
+
+    def _keep_checkpoint(self, trial: optuna.Trial, result: TrainResult, config: TrialConfig, value: float,
+                         data: DeviceData) -> None:
+        """Store this trial's best-epoch weights if it ranks among the best k; drop those that fell out.
+
+        Ties go to the earlier trial, as in the report's ranking: a trial that only ties the k-th best stores
+        nothing (on a small validation set ties are common, and each would have cost a save and an eviction).
+        """
+        k = self.space.study.keep_checkpoints
+        if self.store is None or k == 0:
+            return
+        study = trial.study
+        higher = maximize(self.metric)  # the study's direction: the checker ties it to the metric
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+        values = [float(t.value) for t in done if t.value is not None]
+        ahead = sum(1 for v in values if (v >= value if higher else v <= value))  # earlier trials win ties
+        if ahead >= k:
+            return
+        payload = checkpoint.make_payload(result.best_state, config, self.metric, value,
+                                          trial.number, result.class_names, study.study_name, result.best_epoch,
+                                          mean=data.mean.flatten().tolist(), std=data.std.flatten().tolist())
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = checkpoint.save(payload, Path(tmp) / f"trial-{trial.number}.pt")
+                artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+        except (OSError, checkpoint.CheckpointError) as exc:  # a full disk: the trial's result stands, unweighted
+            reason = f"cannot store the checkpoint: {exc}"
+            trial.set_user_attr(keys.CHECKPOINT_ERROR, reason)
+            print(f"hpsearch: warning: trial {trial.number}: {reason}", file=sys.stderr)
+            return
+        trial.set_user_attr(keys.CHECKPOINT, artifact_id)
+        ranked = sorted((t for t in done if keys.CHECKPOINT in t.user_attrs), key=lambda t: t.value or 0.0,
+                        reverse=higher)
+        survivors = k - 1  # this trial takes one of the k places
+        for t in ranked[survivors:]:
+            try:
+                self.store.remove(t.user_attrs[keys.CHECKPOINT])
+            except (ArtifactNotFound, FileNotFoundError):
+                pass  # already removed by an earlier trial or another worker
+

@@ -1,0 +1,208 @@
+"""Running a search: one worker in this process, or N worker processes on the same study.
+
+Optuna's RDB storage is the only thing the workers share: each opens the study, draws with its own sampler seed,
+loads the data set once onto its device and trains trial after trial. No scheduler of our own.
+
+Workers are forked from a forkserver that has imported torch, Optuna and hpsearch once (started by `prestart` while
+the caller checks the data), so N workers do not import torch N times; the server never touches CUDA or runs a
+parallel region, so forking it is safe. Where there is no forkserver (Windows), workers are spawned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from ..errors import EXIT_INTERRUPTED, report
+from ..space import Space
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one `hpsearch run` does; pickled to each worker process."""
+
+    space: Space
+    url: str
+    study_name: str
+    trials: int | None  # in total, across the workers; None: until timeout or Ctrl-C
+    timeout: float | None
+    workers: int = 1
+    gpus: tuple[str, ...] = ()  # CUDA device ids, dealt to the workers in turn
+
+    def share(self, index: int) -> int | None:
+        """This worker's part of the trials: they add up to exactly `trials`."""
+        if self.trials is None:
+            return None
+        return self.trials // self.workers + (1 if index < self.trials % self.workers else 0)
+
+
+# What every worker imports: torch, Optuna, SQLAlchemy; the first pauses garbage collection for the imports (see
+# startup), which the workers turn back on.
+PRELOAD = ["hpsearch.study.preload", "hpsearch.study.objective", "hpsearch.study.progress"]
+
+
+def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")  # CUDA and a plain fork do not mix
+
+
+def prestart(workers: int) -> None:
+    """Start the forkserver now (for more than one worker), so that its imports overlap the caller's own work."""
+    if workers > 1 and _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def run(plan: Plan, worker: Worker | None = None) -> int:
+    """Run the plan; returns the exit status (0, 130 when interrupted, else the worst worker status).
+
+    One worker runs in this process, on `worker` when the caller has opened it already (the command line has: its
+    summary reads the same study); more are processes, each opening its own.
+    """
+    if plan.workers == 1:
+        return _optimize(plan, index=0, progress_bars=True, worker=worker)
+    ctx = _context()
+    threads = max(1, (os.cpu_count() or 1) // plan.workers)  # each CPU worker takes its share of the cores
+    # A forked worker starts with the server's folder and environment: hand it this process's, as spawn would.
+    setting = (os.getcwd(), dict(os.environ))
+    procs = []
+    for i in range(plan.workers):
+        gpu = plan.gpus[i % len(plan.gpus)] if plan.gpus else None
+        p = ctx.Process(target=_worker, args=(plan, i, gpu, threads, setting), name=f"hpsearch-worker-{i}")
+        p.start()
+        procs.append(p)
+    previous = {s: signal.signal(s, _forward(procs)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            while p.is_alive():
+                p.join(0.5)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    codes = [p.exitcode or 0 for p in procs]
+    for i, code in enumerate(codes):
+        if code < 0:
+            print(f"hpsearch: worker {i} was killed by {signal.Signals(-code).name}; its trial is retried by a "
+                  "live worker or the next run", file=sys.stderr)
+        elif code not in (0, EXIT_INTERRUPTED):
+            print(f"hpsearch: worker {i} exited with status {code}", file=sys.stderr)
+    if any(code == EXIT_INTERRUPTED for code in codes):
+        return EXIT_INTERRUPTED
+    return max((1 if code < 0 else code for code in codes), default=0)  # a worker killed by a signal is a failure
+
+
+def _forward(procs: Sequence[multiprocessing.process.BaseProcess]) -> Callable[[int, FrameType | None], None]:
+    """Pass SIGINT/SIGTERM on to the workers once (a terminal's Ctrl-C reaches them directly too)."""
+    sent = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal sent
+        if sent:
+            return
+        sent = True
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                try:
+                    os.kill(p.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+
+    return handler
+
+
+def _worker(plan: Plan, index: int, gpu: str | None, threads: int, setting: tuple[str, dict[str, str]]) -> None:
+    cwd, environ = setting
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA is initialised in this process (torch does it lazily)
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        sys.exit(_optimize(plan, index, progress_bars=False))
+    except Exception as exc:
+        code = report(exc)  # the same one place as the command line's
+        if code is None:
+            raise
+        sys.exit(code)
+
+
+def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None = None) -> int:
+    """One worker: its resources (opened here unless given), then its share of trials."""
+    started = time.perf_counter()
+    with startup():
+        import optuna
+
+        from .objective import Objective, TrialFailed
+        from .progress import Progress
+        from .worker import Worker
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
+        if worker is None:
+            worker = Worker.open(plan.space, plan.url, plan.study_name, process=index)
+        study = worker.study
+        tag = f"[w{index}] " if plan.workers > 1 else ""
+        if plan.workers > 1:
+            print(f"hpsearch: {tag}study {study.study_name!r} ready on {worker.device} in "
+                  f"{time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
+        progress = Progress(plan.space, bars=progress_bars, prefix=tag)
+        objective = Objective(worker, on_epoch=progress.epoch)
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        study.optimize(objective, n_trials=plan.share(index), timeout=plan.timeout, catch=(TrialFailed,),
+                       callbacks=[progress.finished])
+    except KeyboardInterrupt as exc:
+        progress.close()
+        print(f"\nhpsearch: {tag}interrupted ({exc or 'Ctrl-C'}); the running trial is recorded as failed, "
+              "the study is intact. Rerun the same command to continue (a stopped trial is retried from its "
+              "last epoch).", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        gc.unfreeze()
+    return 0
+
+
+@contextlib.contextmanager
+def startup() -> Iterator[None]:
+    """Start-up (the command's, a worker's) without garbage collection; what it made is then frozen.
+
+    Importing torch and Optuna makes ~400k objects that live as long as the process. Python's full collections,
+    triggered by that many new objects, walked them all again and again while finding next to nothing (6 of them,
+    0.6 s of a 3.4-s start-up here), and every later collection of the older generations would walk them again.
+    Frozen (gc.freeze), they are skipped; what the trials allocate is collected as usual. The caller unfreezes
+    them when the search is over (gc.unfreeze), so that the end of the process collects everything. Collection
+    is on when start-up ends, even in a worker forked from the forkserver, which imports with it off.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()  # the search collects, whoever paused collection before (the forkserver's preload)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    """Turn the first SIGINT/SIGTERM into KeyboardInterrupt; ignore repeats while the trial is being recorded."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -1,0 +1,85 @@
+"""Opening a study: create it on first use or resume it, with a guard that refuses a changed space; load one to
+read it; say what changed between two spaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from .. import keys
+from ..space import Space
+from .samplers import make_pruner, make_sampler
+from .seeds import seed_offset
+from .storage import StudyError, open_storage, redact
+
+
+def create_or_resume(space: Space, url: str, study_name: str | None = None, process: int = 0) -> optuna.Study:
+    """Open the study (creating it on first use) with the space's sampler and pruner.
+
+    A study remembers the space it was created from; resuming with a different one is refused, since its trials
+    would not be comparable, with a message that names what changed. The sampler's seed moves on by the trials
+    already there, by `process` (the index of a --workers process) and by this run's worker index (seeds.py), so
+    neither a resumed run nor a parallel worker repeats another's trials.
+    """
+    name = study_name or space.study.name
+    storage = open_storage(url, space.study)
+    existing = _existing(storage, name)
+    sampler = make_sampler(space, seed_offset=seed_offset(len(existing.trials) if existing else 0, process))
+    try:
+        direction = optuna.study.StudyDirection[space.study.direction.upper()]
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction,
+                                    sampler=sampler, pruner=make_pruner(space), load_if_exists=True)
+    except ValueError as exc:  # e.g. an existing study with the other direction
+        raise StudyError(f"cannot resume study {name!r} in {redact(url)}: {exc}") from None
+    has_trials = bool(study.get_trials(deepcopy=False))  # before the attrs: another worker may be creating it
+    stored = study.user_attrs.get(keys.SPACE)
+    if stored is None:
+        if has_trials:
+            raise StudyError(f"study {name!r} in {redact(url)} already has trials but was not made by hpsearch; "
+                             "choose another name with --study NAME")
+        study.set_user_attr(keys.SPACE, space.identity())
+        study.set_user_attr(keys.SPACE_HASH, space.hash())
+        study.set_user_attr(keys.SPACE_FILE, space.source)
+    elif stored != space.identity():
+        changes = diff(stored, space.identity())
+        shown = "\n".join(f"  {c}" for c in changes[:20]) + ("\n  ..." if len(changes) > 20 else "")
+        raise StudyError(f"study {name!r} in {redact(url)} was created from a different space; changed:\n{shown}\n"
+                         f"fix: start a new study with --study {name}-2 (or a new study.name), or run the "
+                         "original space to add trials to this one")
+    return study
+
+
+def _existing(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def load(url: str, study_name: str) -> optuna.Study:
+    """An existing study, for the verbs that read one; a missing one is a StudyError listing those there."""
+    storage = open_storage(url)
+    found = _existing(storage, study_name)
+    if found is None:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise StudyError(f"no study named {study_name!r} in {redact(url)}; studies there: "
+                         f"{', '.join(names) or 'none'} (run `hpsearch run SPACE` first)")
+    return found
+
+
+def diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two nested dicts: 'train.epochs: 30 -> 1'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            sub = f"{path}.{key}" if path else key
+            if key not in old:
+                out.append(f"{sub}: added ({new[key]!r})")
+            elif key not in new:
+                out.append(f"{sub}: removed (was {old[key]!r})")
+            else:
+                out.extend(diff(old[key], new[key], sub))
+        return out
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]

@@ -1,0 +1,41 @@
+"""One worker's resources, made once per process and handed to every trial it runs: the device, the data set on it,
+the study, and the study's artifact store and running-checkpoint folder.
+
+Nothing else loads data or opens the study for a trial: the objective (and a group of trials trained together)
+takes a Worker. Missing data fails before the study is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+
+from ..space import Space
+from ..training.data import DeviceData, prepare
+from ..training.device import resolve_device
+from .storage import artifact_store, running_dir
+from .studies import create_or_resume
+
+
+@dataclass(frozen=True, eq=False)
+class Worker:
+    space: Space
+    url: str  # the study's storage URL
+    device: torch.device  # where every trial of this worker trains
+    data: DeviceData  # the data set on that device, split; every trial reuses the tensors
+    study: optuna.Study  # opened once, with this worker's sampler seed (seeds.py)
+    store: FileSystemArtifactStore  # the best trials' checkpoints
+    running: Path  # running trials' last saved states, for retries (resume.py)
+
+    @classmethod
+    def open(cls, space: Space, url: str, study_name: str | None = None, process: int = 0) -> Worker:
+        """Load the data onto the device, then open (or create) the study; `process`: the index under --workers."""
+        device = resolve_device(space.fixed_train_device())
+        data = prepare(space.fixed_data(), device)
+        study = create_or_resume(space, url, study_name, process)
+        name = study.study_name
+        return cls(space, url, device, data, study, artifact_store(url, name), running_dir(url, name))

@@ -1,0 +1,196 @@
+"""Checkpoints: self-describing files written atomically and read with weights-only loading.
+
+A checkpoint carries the state dict and the TrialConfig that built the model, so it rebuilds without the space file:
+`load_checkpoint(path)`. The objective writes them (a trial's best epoch), retries write running states with the
+same atomic save, and results/export.py turns them into TorchScript or torch.export programs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import nn
+
+from ..errors import HpsearchError
+from ..space.config import TrialConfig
+from .data import normalize
+from .models import build_model
+
+FORMAT = "hpsearch-checkpoint"
+VERSION = 1
+METADATA_FILE = "hpsearch.json"  # the extra file inside a torchscript or exported archive: class names, config, ...
+
+
+class CheckpointError(HpsearchError):
+    """A checkpoint that is missing, corrupt, or not one of ours; str() says which file and why."""
+
+
+def make_payload(state_dict: dict[str, torch.Tensor], config: TrialConfig, metric: str, value: float,
+                 trial_number: int | None, class_names: list[str] | tuple[str, ...], study: str | None = None,
+                 epoch: int | None = None, mean: list[float] | None = None,
+                 std: list[float] | None = None) -> dict[str, Any]:
+    """Only plain types and tensors, so `torch.load(weights_only=True)` reads it back."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "config": config.to_dict(),
+        "metric": metric,
+        "value": float(value),
+        "trial": trial_number,
+        "study": study,
+        "epoch": epoch,
+        "class_names": list(class_names),
+        "mean": mean,  # per-channel input normalisation of the training split, in 0..1 units
+        "std": std,
+    }
+
+
+def save(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write atomically: a temporary file in the same folder, fsynced, then renamed over `path`."""
+    return write_atomic(path, lambda f: torch.save(payload, f))
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """write(file) into a temporary file beside `path`, fsync, rename; CheckpointError when the place is unusable."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power cut after save() returns keeps the new file); best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder
+    finally:
+        os.close(fd)
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """A file written by save(), unpickled weights-only (no code runs): CheckpointError when it cannot be."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    kind = _exported_kind(path)
+    if kind is not None:
+        loader = "torch.jit.load(path)" if kind == "torchscript" else "torch.export.load(path).module()"
+        what = "TorchScript model" if kind == "torchscript" else "torch.export program"
+        raise CheckpointError(f"{path} is a {what} for running without hpsearch ({loader}); hpsearch reads "
+                              "the checkpoint file: hpsearch export SPACE --out best.pt (the default --format)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's hints about other archive kinds; our message says it all
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} ({first}): a corrupt or truncated file, or one holding "
+                              "code, which weights-only loading refuses; write it again with hpsearch export") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} is not an hpsearch checkpoint (it holds a {type(payload).__name__})")
+    return payload
+
+
+def load_payload(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with weights-only unpickling (no code runs); CheckpointError when it is not usable."""
+    path = Path(path)
+    payload = read(path)
+    if payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an hpsearch checkpoint (no '{FORMAT}' marker)")
+    try:
+        TrialConfig.from_dict(payload["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has an unreadable config: {exc}") from None
+    return payload
+
+
+def _exported_kind(path: Path) -> str | None:
+    """'torchscript' or 'exported' for the files `export` writes in those formats, else None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if not any(n.endswith(f"/extra/{METADATA_FILE}") for n in names):
+        return None
+    return "exported" if any(n.endswith("/archive_format") for n in names) else "torchscript"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading a model back
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A checkpoint's model, rebuilt in eval mode, with everything needed to use it."""
+
+    model: nn.Module  # in eval mode, on the device it was loaded to
+    config: TrialConfig  # the trial's whole configuration
+    metric: str  # what `value` measures: val_acc, val_loss (a search) or test_acc (hpsearch retrain)
+    value: float
+    trial: int | None  # the trial number in its study
+    study: str | None
+    epoch: int | None  # the epoch whose weights these are
+    class_names: tuple[str, ...]
+    mean: torch.Tensor  # (3,) input normalisation of the training split, 0..1 scale
+    std: torch.Tensor
+    payload: dict[str, Any]  # the file's contents as read
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW (0..255) or float NCHW (0..1) images -> the normalised float input the model expects."""
+        return normalize(images, self.mean.to(images.device), self.std.to(images.device))
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild a checkpoint's model in eval mode without the space file (weights-only loading: no code runs)."""
+    return from_payload(load_payload(path), str(path), device)
+
+
+def from_payload(payload: dict[str, Any], source: str = "the checkpoint",
+                 device: str | torch.device = "cpu") -> Checkpoint:
+    """The Checkpoint of a payload (as make_payload builds it); CheckpointError naming `source` when unusable."""
+    config = TrialConfig.from_dict(payload["config"])
+    names = tuple(payload.get("class_names") or ())
+    if not names or payload.get("mean") is None or payload.get("std") is None:
+        raise CheckpointError(f"{source} lacks class names or the input mean/std; it cannot be used for inference")
+    try:
+        model = build_model(config.model, len(names))
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{source}: the weights do not fit the model its config describes: {first}") from None
+    model.to(torch.device(device)).eval()
+    return Checkpoint(model=model, config=config, metric=str(payload["metric"]), value=float(payload["value"]),
+                      trial=payload.get("trial"), study=payload.get("study"), epoch=payload.get("epoch"),
+                      class_names=names, mean=torch.tensor(payload["mean"], dtype=torch.float32),
+                      std=torch.tensor(payload["std"], dtype=torch.float32), payload=payload)

@@ -1,0 +1,180 @@
+"""`hpsearch dashboard` and the plain `optuna-dashboard` command: the study, its checkpoints, and no harm to a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import TINY, Searched
+from optuna.trial import TrialState
+
+from hpsearch.cli import main
+from hpsearch.results import dashboard
+from hpsearch.training import checkpoint
+
+
+def get(url: str, timeout: float = 60) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback only)
+        assert response.status == 200
+        return bytes(response.read())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(base: str, proc: subprocess.Popen[str] | None = None, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the server exited: {proc.communicate()}")
+        try:
+            get(f"{base}/api/meta", timeout=2)
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    raise AssertionError(f"{base} did not come up in {seconds}s")
+
+
+@pytest.fixture
+def served(searched: Searched) -> Iterator[str]:
+    """hpsearch's dashboard on the shared search, in a thread: its base URL."""
+    server = dashboard.serve(searched.url, "tiny", "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def check_study_and_checkpoints(base: str, searched: Searched) -> None:
+    """The study is listed; each kept checkpoint is listed on its trial and downloads as the same file."""
+    studies = json.loads(get(f"{base}/api/studies"))["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["tiny"]
+    study_id = studies[0]["study_id"]
+    detail = json.loads(get(f"{base}/api/studies/{study_id}"))
+    trials = {t["number"]: t for t in detail["trials"]}
+    assert len(trials) == len(searched.study().trials)
+    downloaded = 0
+    for t in searched.study().trials:
+        artifact = t.user_attrs.get("checkpoint")
+        if not artifact or not (searched.artifacts / artifact).is_file():
+            continue
+        listed = {a["artifact_id"]: a for a in trials[t.number]["artifacts"]}
+        assert listed[artifact]["filename"] == f"trial-{t.number}.pt"
+        data = get(f"{base}/artifacts/{study_id}/{trials[t.number]['trial_id']}/{artifact}")
+        assert data == (searched.artifacts / artifact).read_bytes()
+        downloaded += 1
+    assert downloaded == 2  # keep_checkpoints: 2
+
+
+def test_hpsearch_dashboard_serves_the_study_and_its_checkpoints(served: str, searched: Searched,
+                                                                 tmp_path: Path) -> None:
+    check_study_and_checkpoints(served, searched)
+    best = searched.study().best_trial
+    (tmp_path / "dl.pt").write_bytes(get(f"{served}/artifacts/1/{best._trial_id}/{best.user_attrs['checkpoint']}"))
+    assert checkpoint.load_payload(tmp_path / "dl.pt")["trial"] == best.number  # a usable checkpoint
+
+
+def test_the_plain_optuna_dashboard_command_works_too(searched: Searched) -> None:
+    """The README's `optuna-dashboard sqlite:///... --artifact-dir ...` line, run as written."""
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    port = free_port()
+    proc = subprocess.Popen([str(exe), searched.url, "--artifact-dir", str(searched.artifacts), "--host",
+                             "127.0.0.1", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        wait_up(f"http://127.0.0.1:{port}", proc)
+        check_study_and_checkpoints(f"http://127.0.0.1:{port}", searched)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_dashboard_open_while_a_run_writes_fails_no_trial(tmp_path: Path) -> None:
+    """A reader polling the dashboard's heaviest view while `hpsearch run` (another process) adds trials."""
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    assert main(["run", str(TINY), "--storage", url, "--trials", "1"]) == 0
+    server = dashboard.serve(url, "tiny", "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    reads: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                detail = json.loads(get(f"{base}/api/studies/1", timeout=120))
+                reads.append(len(detail["trials"]))
+                get(f"{base}/api/studies")
+            except Exception as exc:  # any failed read is a finding
+                errors.append(repr(exc))
+
+    readers = [threading.Thread(target=poll) for _ in range(3)]
+    for r in readers:
+        r.start()
+    try:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        run = subprocess.run([sys.executable, "-m", "hpsearch.cli", "run", str(TINY), "--storage", url, "--trials",
+                              "6"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        stop.set()
+        for r in readers:
+            r.join(timeout=120)
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stdout + run.stderr
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert len(trials) == 7 and all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    assert errors == []
+    assert len(reads) > 20 and min(reads) <= 2 and max(reads) >= 6  # it read all along, while trials were added
+
+
+def test_dashboard_verb_errors(searched: Searched, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["dashboard", *searched.where(), "--port", str(port)]) == 2
+        assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert main(["dashboard", "--storage", searched.url, "--study", "nope"]) == 2
+    assert "no study named 'nope'" in capsys.readouterr().err
+    assert main(["dashboard", "--study", "nope"]) == 2
+    assert "no study database at studies/nope.db" in capsys.readouterr().err
+    assert not (tmp_path / "studies").exists()
+    with pytest.raises(SystemExit):
+        main(["dashboard", *searched.where(), "--port", "70000"])
+
+
+def test_dashboard_verb_runs_until_interrupted(searched: Searched, tmp_path: Path) -> None:
+    """The real command: prints the study's URL, serves it, and stops cleanly on Ctrl-C (SIGINT)."""
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "dashboard", *searched.where(), "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        wait_up(f"http://127.0.0.1:{port}", proc)
+        assert b"tiny" in get(f"http://127.0.0.1:{port}/api/studies")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"open http://127.0.0.1:{port}/dashboard/studies/1" in out
+    assert f"checkpoints: {searched.artifacts}" in err and "dashboard stopped" in err

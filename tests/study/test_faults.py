@@ -1,0 +1,204 @@
+"""Faults inside a trial (a real divergence, an injected out-of-memory) and checkpoint files that go wrong."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import hpsearch.study.objective as objective_module
+import hpsearch.training.train as train_module
+from hpsearch import load_space
+from hpsearch.cli import main
+from hpsearch.study.storage import running_dir
+from hpsearch.study.studies import create_or_resume
+from hpsearch.training import checkpoint
+
+HERE = Path(__file__).resolve().parents[1]  # tests/
+TINY = HERE / "spaces" / "tiny.yaml"
+
+
+
+def test_a_diverging_trial_fails_with_the_reason_and_the_next_one_runs(workdir: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A real NaN: lr 1e30 blows the loss up in the first epoch. Not retried (it would diverge again)."""
+    space_file = workdir / "diverge.yaml"
+    space_file.write_text(TINY.read_text().replace(
+        "    sgd: {lr: {type: float, low: 1e-2, high: 0.1, log: true}}",
+        "    sgd: {lr: {type: categorical, choices: [1.0e+30, 0.05]}}"))
+    url = f"sqlite:///{workdir / 's.db'}"
+    create_or_resume(load_space(space_file), url).enqueue_trial({"optimizer": "sgd", "optimizer.sgd.lr": 1e30})
+    assert main(["run", str(space_file), "--storage", url, "--trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "reason: training loss is nan in epoch 1: the run diverged; try a lower optimizer.lr" in out
+    diverged, after = optuna.load_study(study_name="tiny", storage=url).trials
+    assert diverged.state == TrialState.FAIL and diverged.params["optimizer.sgd.lr"] == 1e30
+    assert diverged.user_attrs["fail_reason"].startswith("training loss is nan in epoch 1")
+    assert after.state == TrialState.COMPLETE  # the study went on
+    assert not list((workdir / running_dir(url, "tiny")).glob("*"))
+
+
+def test_a_non_finite_validation_metric_fails_the_trial(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_evaluate = train_module.evaluate
+
+    def inf_loss(*args: Any, **kwargs: Any) -> dict[str, float]:
+        return {**real_evaluate(*args, **kwargs), "loss": float("inf")}
+
+    monkeypatch.setattr(train_module, "evaluate", inf_loss)
+    assert main(["run", str(TINY), "--trials", "1", "--set", "study.metric=val_loss"]) == 0
+    trial = optuna.load_study(study_name="tiny", storage="sqlite:///studies/tiny.db").trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "validation val_loss is inf in epoch 1: the run diverged"
+
+
+def test_out_of_memory_fails_the_trial_frees_its_memory_and_the_next_one_runs(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An injected torch.OutOfMemoryError in the first trial's second epoch, on the CPU.
+
+    By the time the objective releases memory (gc.collect, then the CUDA cache), the failed trial's model must
+    already be unreachable: a traceback still alive at that point would keep every tensor of the trial.
+    """
+    refs: list[weakref.ref[torch.nn.Module]] = []
+    alive_at_release: list[bool] = []
+    real_build = train_module.build_model
+
+    def build(config: Any, num_classes: int, trial_config: Any = None) -> torch.nn.Module:
+        model = real_build(config, num_classes, trial_config)
+        if not refs:  # the first trial's model runs out of memory at its first training step after a validation
+            validated = {"yes": False}
+
+            def forward_hook(module: torch.nn.Module, inputs: Any) -> None:
+                if not module.training:
+                    validated["yes"] = True
+                elif validated["yes"]:
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
+
+            model.register_forward_pre_hook(forward_hook)
+        refs.append(weakref.ref(model))
+        return model
+
+    class Gc:
+        @staticmethod
+        def collect() -> int:
+            alive_at_release.append(refs[0]() is not None)
+            return gc.collect()
+
+    monkeypatch.setattr(train_module, "build_model", build)
+    monkeypatch.setattr(objective_module, "gc", Gc)
+    assert main(["run", str(TINY), "--trials", "2"]) == 0
+    out = capsys.readouterr().out
+    first, second = optuna.load_study(study_name="tiny", storage="sqlite:///studies/tiny.db").trials
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["fail_reason"] == "out of cpu memory in epoch 2; try a smaller batch_size or model"
+    assert "reason: out of cpu memory in epoch 2" in out
+    assert second.state == TrialState.COMPLETE
+    assert refs[0]() is None  # (later entries: the second trial, and FLOP counting builds a model too)
+    assert alive_at_release == [False]  # nothing held the failed trial's model when memory was released
+
+
+# -- checkpoint files ---------------------------------------------------------------------------------------------
+
+
+def payload(value: float) -> dict[str, Any]:
+    return {"format": "test", "value": value, "weights": torch.full((1000,), value)}
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = checkpoint.save(payload(1.0), tmp_path / "c.pt")
+    real_save = torch.save
+
+    def disk_full(obj: Any, f: Any) -> None:
+        real_save(obj, f)
+        f.truncate(100)  # half written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(checkpoint.CheckpointError, match="cannot write .*c.pt: No space left on device"):
+        checkpoint.save(payload(2.0), path)
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+
+    def rename_fails(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(checkpoint.os, "replace", rename_fails)
+    with pytest.raises(checkpoint.CheckpointError, match="cross-device"):
+        checkpoint.save(payload(3.0), path)
+    assert checkpoint.read(path)["value"] == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+WRITER = """
+import sys, torch
+from hpsearch.training import checkpoint
+i = 0
+while True:
+    i += 1
+    checkpoint.save({"i": i, "weights": torch.full((2_000_000,), float(i))}, sys.argv[1])
+    print(i, flush=True)
+"""
+
+
+def test_sigkill_during_writes_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    """A real process rewriting an 8 MB checkpoint in a loop, killed at several moments: the file always loads."""
+    path = tmp_path / "c.pt"
+    for delay in (0.0, 0.013, 0.029, 0.05):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        assert proc.stdout is not None
+        proc.stdout.readline()  # one complete save
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        got = checkpoint.read(path)
+        assert torch.equal(got["weights"], torch.full((2_000_000,), float(got["i"])))
+
+
+def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
+        checkpoint.load_payload(tmp_path / "missing.pt")
+    good = checkpoint.save(payload(1.0), tmp_path / "good.pt")
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "noise.pt").write_bytes(os.urandom(500))
+    for name in ("truncated.pt", "noise.pt"):
+        with pytest.raises(checkpoint.CheckpointError, match=f"cannot read checkpoint .*{name} .*corrupt or trunc"):
+            checkpoint.load_payload(tmp_path / name)
+    with pytest.raises(checkpoint.CheckpointError, match="not an hpsearch checkpoint"):
+        checkpoint.load_payload(good)  # a dict, but not ours
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="holds a list"):
+        checkpoint.load_payload(tmp_path / "list.pt")
+
+
+class Exploit:
+    """Unpickling this runs a shell command: what a checkpoint from an untrusted source can hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_holding_code_is_refused_and_the_code_never_runs(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "pwned"
+    torch.save({"format": checkpoint.FORMAT, "state_dict": {}, "payload": Exploit(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="which weights-only loading refuses"):
+        checkpoint.load_payload(tmp_path / "evil.pt")
+    assert main(["evaluate", str(tmp_path / "evil.pt")]) == 2  # the verb that takes a file from anywhere
+    err = capsys.readouterr().err
+    assert "which weights-only loading refuses" in err and "Traceback" not in err
+    assert not marker.exists()

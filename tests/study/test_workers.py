@@ -1,0 +1,159 @@
+"""Many real `hpsearch run` workers on one study, on every storage back-end; real signals to real processes.
+
+SQLite always runs; PostgreSQL and MySQL/MariaDB run when .ci/run (or you) set HPSEARCH_POSTGRES_URL /
+HPSEARCH_MYSQL_URL, and skip with that reason otherwise. Each test prints its figures (pytest -s shows them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+from procs import BACKENDS, HERE, figures, output, pid_of, start, storage, trials, wait_for
+from sqlalchemy.engine import make_url
+
+from hpsearch import load_space
+from hpsearch.cli import main
+from hpsearch.study.storage import running_dir
+from hpsearch.training import checkpoint
+
+STRESS = HERE / "spaces" / "stress.yaml"
+CRASH = HERE / "spaces" / "crash.yaml"
+EPOCHS = load_space(CRASH).sections["train"].fields["epochs"]
+WORKERS, TRIALS_EACH = 4, 15
+TROUBLE = ("Traceback", "database is locked", "StorageInternalError", "OperationalError")
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+
+
+def running_files(cwd: Path, url: str, study: str) -> list[Path]:
+    """The running checkpoints of a study whose workers run in `cwd`."""
+    return sorted((cwd / running_dir(url, study)).glob("*"))
+
+
+def running_file(cwd: Path, url: str, study: str, number: int) -> Path:
+    return cwd / running_dir(url, study) / f"trial-{number}.pt"
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_four_workers_record_every_trial_once(backend: str, tmp_path: Path) -> None:
+    """4 workers, fast trials, one study: every trial recorded once, by one worker; none failed; no lock errors."""
+    with storage(backend, tmp_path, "stress") as (url, study):
+        procs = [start(STRESS, url, study, tmp_path, TRIALS_EACH, worker=i) for i in range(WORKERS)]
+        logs = [output(p) for p in procs]
+        password = make_url(url).password
+        for proc, log in zip(procs, logs, strict=True):
+            assert proc.returncode == 0, log
+            assert not any(s in log for s in TROUBLE), log
+            assert not password or f":{password}@" not in log  # the URL is printed, its password never
+        found = trials(url, study)
+        print(f"\n{backend} stress ({WORKERS} workers x {TRIALS_EACH} trials): {figures(found)}")
+        assert len(found) == WORKERS * TRIALS_EACH
+        assert sorted(t.number for t in found) == list(range(WORKERS * TRIALS_EACH))
+        assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in found)
+        per_worker = {p.pid: sum(1 for t in found if pid_of(t) == p.pid) for p in procs}
+        assert per_worker == {p.pid: TRIALS_EACH for p in procs}  # each ran its own, none ran one twice
+        assert len({tuple(sorted(t.params.items())) for t in found}) == len(found)  # per-worker seeds
+        assert figures(found)["lost"] == 0
+        assert not running_files(tmp_path, url, study)  # no running state left behind
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
+            assert main(["report", "--storage", url, "--study", study]) == 0
+        assert f"{WORKERS * TRIALS_EACH} trials" in shown.getvalue()
+        assert not password or f":{password}@" not in shown.getvalue()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_killed_worker_s_trial_is_retried_by_a_live_worker_from_its_last_epoch(backend: str,
+                                                                                 tmp_path: Path) -> None:
+    """SIGKILL mid-trial: heartbeats stop, the live worker fails the trial, reruns its parameters, resumes it."""
+    with storage(backend, tmp_path, "crash") as (url, study):
+        victim = start(CRASH, url, study, tmp_path, 100, worker=0)
+        live = start(CRASH, url, study, tmp_path, 6, worker=1)
+
+        def victim_mid_trial() -> optuna.trial.FrozenTrial | None:
+            mine = [t for t in trials(url, study) if t.state == TrialState.RUNNING and pid_of(t) == victim.pid]
+            return next((t for t in mine if 2 <= len(t.intermediate_values) <= EPOCHS - 4), None)
+
+        wait_for("the live worker to start", lambda: any(pid_of(t) == live.pid for t in trials(url, study)),
+                 [victim, live])
+        killed = wait_for("a trial of the victim to be mid-way", victim_mid_trial, [victim, live])
+        os.kill(victim.pid, signal.SIGKILL)
+        output(victim)
+        assert victim.returncode == -signal.SIGKILL
+        kept = checkpoint.read(running_file(tmp_path, url, study, killed.number))  # its last epoch, on disk
+        epoch = kept["state"]["epoch"]
+        assert kept["trial"] == killed.number and 2 <= epoch < EPOCHS
+
+        log = output(live)
+        assert live.returncode == 0 and "Traceback" not in log, log
+        found = trials(url, study)
+        by_number = {t.number: t for t in found}
+        dead = by_number[killed.number]
+        assert dead.state == TrialState.FAIL
+        retries = [t for t in found if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
+        assert len(retries) == 1, [(t.number, t.state, t.system_attrs) for t in found]
+        retry = retries[0]
+        assert retry.state == TrialState.COMPLETE and pid_of(retry) == live.pid
+        assert retry.params == dead.params
+        assert retry.user_attrs["retry_of"] == dead.number and "heartbeats" in retry.user_attrs["retry_reason"]
+        assert retry.user_attrs["resumed_from"] == dead.number and retry.user_attrs["resumed_epoch"] == epoch
+        assert retry.user_attrs["epochs_trained"] == EPOCHS - epoch  # finished epochs were not trained again
+        assert sorted(retry.intermediate_values) == list(range(1, EPOCHS + 1))
+        for step in range(1, epoch + 1):  # the finished epochs, reported again from the checkpoint
+            assert retry.intermediate_values[step] == dead.intermediate_values[step]
+        assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in found)
+        assert not running_files(tmp_path, url, study)
+        counts = figures(found)
+        print(f"\n{backend} kill test: {counts}, killed trial {dead.number} at epoch {epoch}, "
+              f"resumed as trial {retry.number}")
+        assert counts["retried"] == 1 and counts["failed"] == 1 and counts["lost"] == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_worker_records_the_reason_keeps_the_state_and_the_next_run_resumes(sig: signal.Signals,
+                                                                                     tmp_path: Path) -> None:
+    """SIGTERM / Ctrl-C: exit 130, the trial failed with the reason, its last epoch kept, and a rerun resumes it."""
+    with storage("sqlite", tmp_path, "crash") as (url, study):
+        worker = start(CRASH, url, study, tmp_path, 100)
+
+        def mid_trial() -> optuna.trial.FrozenTrial | None:
+            running = [t for t in trials(url, study) if t.state == TrialState.RUNNING]
+            return next((t for t in running if 2 <= len(t.intermediate_values) <= EPOCHS - 4), None)
+
+        stopped = wait_for("a trial to be mid-way", mid_trial, [worker])
+        os.kill(worker.pid, sig)
+        log = output(worker, timeout=120)
+        assert worker.returncode == 130, log
+        assert "interrupted" in log and "Traceback" not in log
+        found = {t.number: t for t in trials(url, study)}
+        trial = found[stopped.number]
+        assert trial.state == TrialState.FAIL
+        assert trial.user_attrs["fail_reason"].startswith(f"interrupted ({sig.name})" if sig == signal.SIGTERM
+                                                          else "interrupted")
+        kept = checkpoint.read(running_file(tmp_path, url, study, trial.number))
+        epoch = kept["state"]["epoch"]
+        assert epoch >= 2 and len(trial.intermediate_values) in (epoch, epoch + 1)
+        waiting = [t for t in found.values() if t.state == TrialState.WAITING]
+        assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == trial.number
+        assert waiting[0].params == trial.params
+        if sig == signal.SIGINT:
+            return  # the rerun is the same for both signals: once is enough
+
+        rerun = start(CRASH, url, study, tmp_path, 1)
+        log = output(rerun)
+        assert rerun.returncode == 0, log
+        retry = {t.number: t for t in trials(url, study)}[waiting[0].number]
+        assert retry.state == TrialState.COMPLETE
+        assert retry.user_attrs["resumed_from"] == trial.number and retry.user_attrs["resumed_epoch"] == epoch
+        assert retry.user_attrs["epochs_trained"] == EPOCHS - epoch
+        assert not running_files(tmp_path, url, study)
+        print(f"\n{sig.name} test: {figures(list(trials(url, study)))}, stopped trial {trial.number} "
+              f"at epoch {epoch}, resumed as trial {retry.number}")
