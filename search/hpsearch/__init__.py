@@ -2,8 +2,9 @@
 
 The public Python API, flat: load_space, suggest, the TrialConfig dataclasses and space_schema; best_trials (a
 study's best trials as a pandas DataFrame) and load_checkpoint (a checkpoint's model, rebuilt); HpsearchError, the
-base of every error a user can fix. Importing the package loads neither torch nor Optuna: each function imports what it needs when called.
-load_space and space_schema are where the space part's checks meet the study part's (sampler and pruner options).
+base of every error a user can fix. Importing the package loads neither torch nor Optuna: each function imports what
+it needs when called. load_space and space_schema are the whole checks: the space part's and the study part's
+(sampler and pruner options against Optuna).
 The parts behind it are subpackages (docs/ARCHITECTURE.md): space, training, study, results, cli, bench.
 """
 
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import HpsearchError
 from .space import Space, SpaceError, TrialConfig, suggest
-from .space import load_space as _load_space
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,18 +32,17 @@ def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
     The whole check: the space part's, and each sampler's and pruner's options against Optuna's own signatures.
     """
-    from .study.samplers import option_problems
+    from .study.samplers import load_space as _load_space
 
-    return _load_space(path, overrides, option_check=option_problems)
+    return _load_space(path, overrides)
 
 
 def space_schema() -> dict[str, Any]:
     """The JSON Schema (draft-07) of the space format, as `hpsearch schema` prints it: the space part's tables, and
     each sampler's and pruner's options as Optuna's signatures give them."""
-    from .space.schema import space_schema as _space_schema
-    from .study.samplers import options
+    from .study.samplers import space_schema as _space_schema
 
-    return _space_schema(options())
+    return _space_schema()
 
 
 def best_trials(storage: Any, study: str, k: int | None = 10) -> pd.DataFrame:

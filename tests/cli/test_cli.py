@@ -191,17 +191,14 @@ def test_console_script_and_ctrl_c_leave_a_failed_trial_with_its_reason(workdir:
     assert retry.state == optuna.trial.TrialState.WAITING and retry.params == trial.params
 
 
-def test_shipped_smoke_space_runs_ten_trials_quickly_with_some_pruned(workdir: Path) -> None:
-    """The README's CPU command: 10 trials well inside a minute on two cores (18 s measured), some pruned."""
-    started = time.monotonic()
+def test_shipped_smoke_space_runs_ten_trials_with_some_pruned(workdir: Path) -> None:
+    """The README's CPU command: 10 trials, some pruned, the data really learnt (its time is a benchmark's)."""
     assert main(["run", str(HERE.parent / "spaces" / "smoke.yaml"), "--trials", "10"]) == 0
-    elapsed = time.monotonic() - started
     trials = study_of(workdir, "smoke").trials
     states = [t.state for t in trials]
     assert len(trials) == 10 and optuna.trial.TrialState.PRUNED in states
     assert states.count(optuna.trial.TrialState.COMPLETE) >= 2
     assert max(t.value or 0 for t in trials) > 0.5  # the synthetic data set is really learnt
-    assert elapsed < 90, f"smoke search took {elapsed:.0f}s"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -10,7 +10,6 @@ import pytest
 
 from hpsearch import load_space, suggest
 from hpsearch.space.registry import PRUNERS, SAMPLERS
-from hpsearch.study.compat import set_user_attrs
 from hpsearch.study.samplers import make_pruner, make_sampler
 from hpsearch.study.storage import StudyError, artifact_dir, open_storage, redact, storage_url
 from hpsearch.study.studies import create_or_resume, diff, load
@@ -56,7 +55,14 @@ def test_every_pruner_by_name(tmp_path: Path, name: str) -> None:
 
 def test_grid_sampler_needs_discrete_values(tmp_path: Path) -> None:
     space = space_with(tmp_path, "{sampler: {name: grid}}")
-    assert make_sampler(space)  # type: ignore[arg-type]
+    study = optuna.create_study(sampler=make_sampler(space))  # type: ignore[arg-type]
+    drawn = set()
+    for _ in range(2 * 2 * 3):  # width x stages x dropout (0.0, 0.1, 0.2): the whole grid, each point once
+        trial = study.ask()
+        config = suggest(trial, space)  # type: ignore[arg-type]
+        drawn.add((config.model.width, config.model.stages, round(config.model.dropout, 6)))
+        study.tell(trial, 0.0)
+    assert drawn == {(w, s, d) for w in (4, 8) for s in (1, 2) for d in (0.0, 0.1, 0.2)}
     space = space_with(tmp_path, "{sampler: {name: grid}}", "optimizer: {lr: {type: float, low: 0.01, high: 0.1}}\n")
     with pytest.raises(StudyError, match="optimizer.lr is a continuous float range: give it `step`"):
         make_sampler(space)  # type: ignore[arg-type]
@@ -249,85 +255,3 @@ def test_sqlite_storage_is_wal_with_normal_sync(tmp_path: Path) -> None:
     with storage.engine.connect() as conn:  # type: ignore[attr-defined]
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
-
-
-def test_user_attrs_are_written_in_one_transaction(tmp_path: Path) -> None:
-    """set_user_attrs: one commit for all keys on an RDB storage, read back by a fresh load and seen by the live
-    trial; any other storage gets them one by one."""
-    import sqlalchemy
-
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    storage = open_storage(url)
-    study = optuna.create_study(storage=storage, study_name="a")
-    trial = study.ask()
-    commits: list[int] = []
-    sqlalchemy.event.listen(storage.engine, "commit", lambda conn: commits.append(1))
-    attrs = {"seconds": 1.5, "params": 1234, "config": {"train": {"epochs": 3}}, "note": "x"}
-    set_user_attrs(trial, attrs)
-    assert len(commits) == 1
-    assert trial.user_attrs == attrs
-    study.tell(trial, 0.5)
-    assert optuna.load_study(study_name="a", storage=url).trials[0].user_attrs == attrs
-
-    memory = optuna.create_study()
-    live = memory.ask()
-    set_user_attrs(live, attrs)
-    assert live.user_attrs == attrs and memory.trials[0].user_attrs == attrs
-
-
-def test_user_attrs_cannot_be_written_to_a_finished_trial(tmp_path: Path) -> None:
-    """The batched path keeps Optuna's checks: a finished trial refuses new attributes, and nothing is written."""
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    study = optuna.create_study(storage=open_storage(url), study_name="a")
-    trial = study.ask()
-    study.tell(trial, 0.5)
-    with pytest.raises(RuntimeError):
-        set_user_attrs(trial, {"late": 1, "later": 2})
-    assert optuna.load_study(study_name="a", storage=url).trials[0].user_attrs == {}
-
-
-def _hyperband_search(storage: optuna.storages.BaseStorage, pruner: optuna.pruners.BasePruner,
-                      trials: int = 24) -> list[tuple[object, ...]]:
-    """A TPE + Hyperband search with a made-up learning curve per configuration; what each trial ended as."""
-    study = optuna.create_study(storage=storage, study_name="hb", direction="maximize", pruner=pruner,
-                                sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=4, constant_liar=True))
-
-    def objective(trial: optuna.Trial) -> float:
-        x = trial.suggest_float("x", -2, 2)
-        kind = trial.suggest_categorical("kind", ["a", "b"])
-        value = 0.0
-        for step in range(1, 10):
-            value = (1 - x * x / 4) * step / 9 + (0.1 if kind == "a" else 0.0)
-            trial.report(value, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return value
-
-    study.optimize(objective, n_trials=trials)
-    return [(t.number, t.state, t.params, t.value, dict(t.intermediate_values)) for t in study.trials]
-
-
-def test_hyperband_builds_each_bracket_once_and_decides_as_optunas(tmp_path: Path) -> None:
-    """Optuna's Hyperband builds a Study for the trial's bracket at every suggest and every should_prune: a lookup
-    of the study's id each time, and TPE reading the trials again per parameter. Ours builds each bracket's once;
-    the trials, their values and the pruning decisions stay Optuna's own."""
-    import sqlalchemy
-
-    spec = {"min_resource": 1, "max_resource": 9, "reduction_factor": 3}
-    space = space_with(tmp_path, "{name: hb, pruner: {name: hyperband, min_resource: 1, max_resource: 9, "
-                                 "reduction_factor: 3}}")
-    ours = make_pruner(space)  # type: ignore[arg-type]
-    assert isinstance(ours, optuna.pruners.HyperbandPruner)
-    runs, statements, lookups = [], [], []
-    for name, pruner in (("stock", optuna.pruners.HyperbandPruner(**spec)), ("ours", ours)):
-        storage = open_storage(f"sqlite:///{tmp_path / (name + '.db')}")
-        sql: list[str] = []
-        sqlalchemy.event.listen(storage.engine, "before_cursor_execute",  # type: ignore[attr-defined]
-                                lambda conn, cursor, statement, *rest, log=sql: log.append(statement))
-        runs.append(_hyperband_search(storage, pruner))
-        statements.append(len(sql))
-        lookups.append(sum(1 for q in sql if "FROM studies" in q and "study_name =" in q))
-    assert runs[0] == runs[1]
-    assert sum(1 for t in runs[1] if t[1] == optuna.trial.TrialState.PRUNED) > 0  # the pruner did act
-    assert lookups[0] > 24 * 3 and lookups[1] <= 8, lookups  # stock: at every suggest and pruning decision
-    assert statements[1] < 0.9 * statements[0], statements

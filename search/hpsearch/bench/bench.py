@@ -291,9 +291,8 @@ def replay(space: str, url: str, curves: list[list[tuple[int, float]]]) -> float
     """optuna_alone's loop, in this process (bench/replay.py runs it): seconds per trial."""
     import optuna
 
-    from .. import load_space
     from ..space import suggest
-    from ..study.samplers import make_pruner, make_sampler
+    from ..study.samplers import load_space, make_pruner, make_sampler
     from ..study.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from .. import load_space
+    from ..study.samplers import load_space
 
     overrides = list(args.overrides)
     if getattr(args, "data_root", None):
@@ -158,7 +158,8 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .. import SpaceError, load_space
+    from ..space import SpaceError
+    from ..study.samplers import load_space
 
     bad = 0
     for path in args.spaces:
@@ -291,8 +292,8 @@ def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .. import load_space
     from ..bench import bench
+    from ..study.samplers import load_space
 
     if args.overhead:
         try:

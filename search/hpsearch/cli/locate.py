@@ -31,7 +31,7 @@ def study_args(p: argparse.ArgumentParser) -> None:
 
 def locate(args: argparse.Namespace) -> tuple[str, str]:
     """(storage URL, study name) from SPACE and/or --storage/--study; --storage alone picks its only study."""
-    from .. import load_space
+    from ..study.samplers import load_space
     from ..study.storage import DEFAULT_DIR, open_storage, redact, storage_url
 
     if args.space:

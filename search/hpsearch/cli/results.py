@@ -232,7 +232,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .. import space_schema
+    from ..study.samplers import space_schema
 
     _emit(json.dumps(space_schema(), indent=2) + "\n", args.out)
     return 0

@@ -1,8 +1,9 @@
 """Samplers and pruners by name: Optuna's own classes (the registry's SAMPLERS and PRUNERS name them), their options
 checked against Optuna's signatures, and built with the space's seed rule.
 
-`option_problems` is the check that `hpsearch.load_space` adds to the space part's, so `hpsearch validate` refuses an
-option Optuna does not take (or one only a Python object can give) with the options it does take.
+`option_problems` is the check that `load_space` here adds to the space part's, so `hpsearch validate` refuses an
+option Optuna does not take (or one only a Python object can give) with the options it does take; `space_schema`
+lists the options each class takes. These two are what `hpsearch.load_space` and `hpsearch.space_schema` call.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from ..space import Space
+from ..space import load_space as _load_space
 from ..space.registry import PRUNERS, SAMPLERS
+from ..space.schema import space_schema as _space_schema
 from .compat import HyperbandPruner
 from .storage import StudyError
 
@@ -23,6 +27,16 @@ _MODULES = {"sampler": (SAMPLERS, optuna.samplers), "pruner": (PRUNERS, optuna.p
 _NOT_OPTIONS = ("self", "search_space", "kwargs", "args")  # grid's search space comes from the space itself
 # The types a YAML value can be: options annotated with anything else (a function, a sampler) are refused.
 _PLAIN_TYPES = {"int", "float", "bool", "str", "None", "list", "dict", "tuple", "Sequence", "Mapping", "Any"}
+
+
+def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Space:
+    """The space part's load_space with every sampler's and pruner's options checked against Optuna's classes."""
+    return _load_space(path, overrides, option_check=option_problems)
+
+
+def space_schema() -> dict[str, Any]:
+    """The space part's JSON Schema with each sampler's and pruner's options."""
+    return _space_schema(options())
 
 
 def optuna_class(kind: str, name: str) -> type:
@@ -108,4 +122,4 @@ def _quietly(cls: Any, *args: Any, **kwargs: Any) -> Any:
         return cls(*args, **kwargs)
 
 
-__all__ = ["make_pruner", "make_sampler", "option_problems", "options", "optuna_class"]
+__all__ = ["load_space", "make_pruner", "make_sampler", "option_problems", "options", "optuna_class", "space_schema"]
