@@ -56,13 +56,16 @@ def test_every_pruner_by_name(tmp_path: Path, name: str) -> None:
 def test_grid_sampler_needs_discrete_values(tmp_path: Path) -> None:
     space = space_with(tmp_path, "{sampler: {name: grid}}")
     study = optuna.create_study(sampler=make_sampler(space))  # type: ignore[arg-type]
-    drawn = set()
-    for _ in range(2 * 2 * 3):  # width x stages x dropout (0.0, 0.1, 0.2): the whole grid, each point once
-        trial = study.ask()
+    drawn = []
+
+    def objective(trial: optuna.Trial) -> float:
         config = suggest(trial, space)  # type: ignore[arg-type]
-        drawn.add((config.model.width, config.model.stages, round(config.model.dropout, 6)))
-        study.tell(trial, 0.0)
-    assert drawn == {(w, s, d) for w in (4, 8) for s in (1, 2) for d in (0.0, 0.1, 0.2)}
+        drawn.append((config.model.width, config.model.stages, round(config.model.dropout, 6)))
+        return 0.0
+
+    study.optimize(objective, n_trials=20)  # the grid sampler stops the study once the grid is done
+    # width x stages x dropout (0.0, 0.1, 0.2): the whole grid, each point once
+    assert sorted(drawn) == sorted((w, s, d) for w in (4, 8) for s in (1, 2) for d in (0.0, 0.1, 0.2))
     space = space_with(tmp_path, "{sampler: {name: grid}}", "optimizer: {lr: {type: float, low: 0.01, high: 0.1}}\n")
     with pytest.raises(StudyError, match="optimizer.lr is a continuous float range: give it `step`"):
         make_sampler(space)  # type: ignore[arg-type]

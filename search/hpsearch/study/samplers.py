@@ -46,8 +46,9 @@ def optuna_class(kind: str, name: str) -> type:
 
 
 def options(kind: str | None = None) -> dict[str, dict[str, list[str]]]:
-    """Each sampler's and pruner's options that a YAML file can give (plain values), by kind and name."""
-    return {k: {name: _plain_options(optuna_class(k, name))[0] for name in registry}
+    """Each sampler's and pruner's options by kind and name: its class's keyword parameters (the schema's keys;
+    the checker also refuses those only a Python object can give)."""
+    return {k: {name: list(_plain_options(optuna_class(k, name))[1]) for name in registry}
             for k, (registry, _) in _MODULES.items() if kind in (None, k)}
 
 

@@ -65,7 +65,8 @@ def train(config: TrialConfig, data: DeviceData | None = None,
     tc = config.train
 
     # ------------------------------------------------------------------------------ seed and device
-    device = resolve_device(tc.device)
+    # The data's device when data is given (a worker's: study/worker.py), so a trial has one device, its worker's.
+    device = data.train_y.device if data is not None else resolve_device(tc.device)
     torch.manual_seed(tc.seed)  # weight init
     generator = torch.Generator(device=device)
     generator.manual_seed(tc.seed)  # shuffling and augmentation, drawn on the device
@@ -74,7 +75,7 @@ def train(config: TrialConfig, data: DeviceData | None = None,
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
 
     # ------------------------------------------------------------------------------ data
-    data = data if data is not None else prepare(config.data, device)  # a worker hands its own (study/worker.py)
+    data = data if data is not None else prepare(config.data, device)
     steps_per_epoch = data.steps_per_epoch(tc.batch_size)
 
     # ------------------------------------------------------------------------------ model, optimizer, schedule
