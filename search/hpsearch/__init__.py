@@ -10,11 +10,13 @@ The parts behind it are subpackages (docs/ARCHITECTURE.md): space, training, stu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import HpsearchError
 from .space import Space, SpaceError, TrialConfig, suggest
+from .space.overrides import Override
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,7 +28,7 @@ __all__ = ["HpsearchError", "Space", "SpaceError", "TrialConfig", "__version__",
            "load_space", "space_schema", "suggest"]
 
 
-def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Space:
+def load_space(path: str | Path, overrides: Sequence[Override] = ()) -> Space:
     """Read and check a space file (`overrides`: `key.path=value` strings, as --set gives them); SpaceError lists
     every problem with file, line, key path, the bad value and the options.
 

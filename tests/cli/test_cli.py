@@ -117,7 +117,7 @@ def test_validate(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad.write_text("train:\n  epochs: 0\nmodel: {name: vgg}\n")
     assert main(["validate", str(TINY), str(bad)]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}:2: train.epochs: must be >= 1, got 0" in err
+    assert f"{bad}:2: train.epochs: must be in [1, 10000], got 0" in err
     assert f"{bad}:3: model.name: unknown name 'vgg'; known: cnn, resnet18, resnet34" in err
     assert "1 of 2 space files have problems" in err
 
@@ -132,7 +132,8 @@ def test_sample_prints_configurations_and_parameter_counts(capsys: pytest.Captur
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "nope.yaml"], "cannot read the space file"),
-    (["run", str(TINY), "--set", "train.epochs=-1"], "--set: train.epochs: must be >= 1, got -1"),
+    (["run", str(TINY), "--set", "train.epochs=-1"], "--set train.epochs=-1: train.epochs: must be in [1, 10000], "
+                                                     "got -1"),
     (["run", str(TINY), "--storage", "notaurl://x"], "cannot open the study storage notaurl://x"),
     (["run", str(TINY), "--storage", "postgresql://u:s3cret@127.0.0.1:1/db"], "postgresql://u:***@127.0.0.1:1/db"),
     (["run", str(TINY), "--set", "data.dataset=cifar100", "--set", "data.download=false", "--data-root", "nodata"],

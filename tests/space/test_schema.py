@@ -38,7 +38,8 @@ def test_every_shipped_space_is_valid(validator: jsonschema.Draft7Validator, pat
 
 GOOD = """
     study: {name: x, metric: val_loss, sampler: {name: tpe, seed: 1, n_startup_trials: 5}, pruner: hyperband}
-    data: {dataset: synthetic, augment: {crop_padding: {type: int, low: 0, high: 4}}, synthetic: {classes: 3}}
+    data: {dataset: synthetic, val_size: 500, augment: {crop_padding: {type: int, low: 0, high: 4}},
+           synthetic: {classes: 3}}
     train: {epochs: 2, batch_size: {type: categorical, choices: [32, 64]}, grad_clip: null}
     model: {name: cnn, widths: [8, 16], dropout: {type: float, low: 0.0, high: 0.5, step: 0.1}}
     optimizer:

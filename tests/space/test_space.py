@@ -84,7 +84,7 @@ def test_yaml_tags_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, expected", [
     ("extra: 1\n", "extra: unknown section 'extra'; known: study, data, train"),
     ("train: {lr: 0.1}\n", "train.lr: unknown key 'lr'; known: epochs, batch_size"),
-    ("train: {epochs: 0}\n", "train.epochs: must be >= 1, got 0"),
+    ("train: {epochs: 0}\n", "train.epochs: must be in [1, 10000], got 0"),
     ("train: {epochs: three}\n", "train.epochs: expected a whole number, got 'three'"),
     ("train: {epochs: 2.5}\n", "train.epochs: expected a whole number, got 2.5"),
     ("train: {precision: fp8}\n", "train.precision: unknown precision 'fp8'; known: auto, bf16, fp16, fp32"),
@@ -166,7 +166,7 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None
 
 def test_line_numbers_point_at_the_key(tmp_path: Path) -> None:
     msg = one_problem(tmp_path, "# comment\ntrain:\n  epochs: 5\n  batch_size: 0\n")
-    assert msg.startswith(f"{tmp_path / 'space.yaml'}:4: train.batch_size: must be >= 1, got 0")
+    assert msg.startswith(f"{tmp_path / 'space.yaml'}:4: train.batch_size: must be in [1, 65536], got 0")
 
 
 # -- overrides ------------------------------------------------------------------------------------------------------
@@ -187,9 +187,62 @@ def test_set_overrides_fixed_and_searched_values(tmp_path: Path) -> None:
 
 def test_bad_set_is_reported_as_coming_from_the_command_line(tmp_path: Path) -> None:
     found = problems(tmp_path, "train: {epochs: 3}\n", ("train.epochs=abc", "train.epoch=3", "novalue"))
-    assert "--set: train.epochs: expected a whole number, got 'abc'" in found
-    assert any(p.startswith("--set: train.epoch: unknown key 'epoch'") for p in found)
-    assert any(p.startswith("--set: novalue: expected key.path=value") for p in found)
+    assert "--set train.epochs=abc: train.epochs: expected a whole number, got 'abc'" in found
+    assert any(p.startswith("--set train.epoch=3: train.epoch: unknown key 'epoch'") for p in found)
+    assert any(p.startswith("--set novalue: novalue: expected key.path=value") for p in found)
+
+
+def test_a_section_made_by_set_is_blamed_on_that_set(tmp_path: Path) -> None:
+    """--set foo.bar=2 makes the section foo: its problem names the override, not the file's first line."""
+    assert one_problem(tmp_path, "train: {epochs: 3}\n", ("foo.bar=2",)) == \
+        "--set foo.bar=2: foo: unknown section 'foo'; known: study, data, train, model, optimizer, scheduler"
+
+
+def test_a_key_set_twice_is_refused_as_a_duplicate_key_is(tmp_path: Path) -> None:
+    assert one_problem(tmp_path, "train: {epochs: 3}\n", ("train.epochs=2", "train.epochs=5")) == \
+        "--set train.epochs=5: train.epochs: is set twice (--set train.epochs=2 and --set train.epochs=5); keep one"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("model: {name: {type: categorical, choices: [cnn, resnet50]}}\n",
+     "s.yaml:1: model.name.choices.1: unknown name 'resnet50'; known: cnn, resnet18, resnet34"),
+    ("train: {epochs: 1" + "0" * 400 + "}\n", "s.yaml:1: train.epochs: must be in [1, 10000], got a 401-digit number"),
+    ("model: {width: 100000}\n", "s.yaml:1: model.width: must be in [1, 4096], got 100000"),
+    ("data: {dataset: synthetic, synthetic: {size: 100000000000}}\n",
+     "s.yaml:1: data.synthetic.size: must be in [2, 1e+06], got 1e+11"),
+    ("study: {sampler: {name: grid}}\noptimizer: {lr: {type: float, low: 0.01, high: 0.1}}\n",
+     "s.yaml:2: optimizer.lr: the grid sampler (study.sampler) needs every searched value to have choices or a "
+     "step; this is a continuous float range: give it `step`, or use another sampler (tpe, random, qmc)"),
+    ("data: {dataset: synthetic, synthetic: {size: 100, classes: 10}, val_size: 100}\n",
+     "s.yaml:1: data.val_size: 100 of the 100 training images held out for validation leave fewer than one per "
+     "class (10 classes) to train on; use at most 90"),
+    ("data: {dataset: synthetic, synthetic: {size: 5, classes: 10}, val_size: 1}\n",
+     "s.yaml:1: data.val_size: data.synthetic.size=5 is fewer images than its 10 classes; give at least one per "
+     "class"),
+    ("data: {dataset: cifar100, train_limit: 60000}\n", "s.yaml:1: data.train_limit: must be between 100 (one "
+     "image per class) and 45000 (the images left after val_size=5000), got 60000"),
+    ("study: {name: " + "a" * 1000 + "}\n", "s.yaml:1: study.name: a study name has at most 128 characters, got 1000"),
+    ("study: {name: ../../etc/x}\n", "s.yaml:1: study.name: expected a name of letters, digits, '_', '.' or '-' "
+     "(not starting with one of those), got '../../etc/x'"),
+])
+def test_what_run_would_refuse_validate_refuses(tmp_path: Path, text: str, expected: str) -> None:
+    assert one_problem(tmp_path, text) == str(tmp_path / expected.replace("s.yaml:", "space.yaml:", 1))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply for a space file (more than 64 levels"),
+    ("".join(f"{'  ' * i}k:\n" for i in range(100)) + "  " * 100 + "x: 1\n", "nested too deeply"),
+    ("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + chr(ord(c) - 1)] * 9)}]\n" for c in "bcdefghi"),
+     "expands to more than 100,000 values"),
+])
+def test_bombs_are_refused_with_a_message(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in one_problem(tmp_path, text)
+
+
+def test_a_huge_file_is_not_read_whole(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError, match="is larger than 1,000 kB; a space file is a few kB"):
+        load_space("/dev/zero")
 
 
 # -- sampling -------------------------------------------------------------------------------------------------------
@@ -197,7 +250,7 @@ def test_bad_set_is_reported_as_coming_from_the_command_line(tmp_path: Path) -> 
 
 BRANCHY = """
     study: {sampler: {name: random, seed: 1}}
-    data: {dataset: synthetic}
+    data: {dataset: synthetic, val_size: 500}
     train: {epochs: 2, batch_size: {type: categorical, choices: [32, 64]}}
     model:
       width: {type: int, low: 4, high: 16, step: 4}

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpsearch import load_space, suggest
+from hpsearch import SpaceError, load_space, suggest
 from hpsearch.space.registry import PRUNERS, SAMPLERS
 from hpsearch.study.samplers import make_pruner, make_sampler
 from hpsearch.study.storage import StudyError, artifact_dir, open_storage, redact, storage_url
@@ -25,7 +25,7 @@ def space_with(tmp_path: Path, study: str, body: str = "") -> object:
     path = tmp_path / "s.yaml"
     path.write_text(textwrap.dedent(f"""
         study: {study}
-        data: {{dataset: synthetic}}
+        data: {{dataset: synthetic, val_size: 500}}
         model:
           width: {{type: categorical, choices: [4, 8]}}
           stages: {{type: int, low: 1, high: 2}}
@@ -66,9 +66,9 @@ def test_grid_sampler_needs_discrete_values(tmp_path: Path) -> None:
     study.optimize(objective, n_trials=20)  # the grid sampler stops the study once the grid is done
     # width x stages x dropout (0.0, 0.1, 0.2): the whole grid, each point once
     assert sorted(drawn) == sorted((w, s, d) for w in (4, 8) for s in (1, 2) for d in (0.0, 0.1, 0.2))
-    space = space_with(tmp_path, "{sampler: {name: grid}}", "optimizer: {lr: {type: float, low: 0.01, high: 0.1}}\n")
-    with pytest.raises(StudyError, match="optimizer.lr is a continuous float range: give it `step`"):
-        make_sampler(space)  # type: ignore[arg-type]
+    with pytest.raises(SpaceError, match="optimizer.lr: the grid sampler .* needs every searched value to have "
+                                         "choices or a step; this is a continuous float range: give it `step`"):
+        space_with(tmp_path, "{sampler: {name: grid}}", "optimizer: {lr: {type: float, low: 0.01, high: 0.1}}\n")
 
 
 def test_storage_defaults_and_artifact_dirs() -> None:

@@ -151,9 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(args: argparse.Namespace) -> Any:
     from ..study.samplers import load_space
 
-    overrides = list(args.overrides)
+    overrides: list[Any] = list(args.overrides)
     if getattr(args, "data_root", None):
-        overrides.append(f"data.root={json.dumps(args.data_root)}")
+        overrides.append((f"data.root={json.dumps(args.data_root)}", f"--data-root {args.data_root}"))
     return load_space(args.space, overrides)
 
 

@@ -11,13 +11,24 @@ import dataclasses
 import itertools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import config as C
-from .overrides import apply_override
-from .registry import NAMED_SECTIONS, PRUNERS, SAMPLERS, ConfigError, Registry
-from .rules import DIRECTIONS, KINDS, OPTIONS, PARAM_KEYS, RANGES, SECTIONS, STUDY_KEYS, TOP_KEYS, UNSEARCHABLE
+from .overrides import Override, Overrides, apply_override
+from .registry import DATASETS, NAMED_SECTIONS, PRUNERS, SAMPLERS, Registry
+from .rules import (
+    DIRECTIONS,
+    KINDS,
+    OPTIONS,
+    PARAM_KEYS,
+    RANGES,
+    SECTIONS,
+    STUDY_KEYS,
+    TOP_KEYS,
+    UNSEARCHABLE,
+    study_name_problem,
+)
 from .space import Param, Section, Space, StudySpec
 from .yamlfile import Document, Problem
 
@@ -26,27 +37,28 @@ from .yamlfile import Document, Problem
 OptionCheck = Callable[[str, dict[str, Any]], list[tuple[str, str]]]
 
 
-def check(doc: Document, overrides: list[str] | tuple[str, ...], default_name: str,
+def check(doc: Document, overrides: Sequence[Override], default_name: str,
           option_check: OptionCheck | None = None) -> tuple[Space, list[Problem]]:
     """Apply the --set overrides to the document, then validate it: the Space and every Problem found."""
     problems: list[Problem] = []
-    set_paths: set[tuple[str, ...]] = set()
+    applied = Overrides()
     for item in overrides:
-        apply_override(doc.value, item, problems, set_paths)
-    space = _Checker(doc, set_paths, problems, option_check).space(default_name)
+        apply_override(doc.value, item, problems, applied)
+    space = _Checker(doc, applied, problems, option_check).space(default_name)
     return space, problems
 
 
 class _Checker:
     """Walks the document once, building the Space and collecting every Problem."""
 
-    def __init__(self, doc: Document, set_paths: set[tuple[str, ...]], problems: list[Problem],
+    def __init__(self, doc: Document, overrides: Overrides, problems: list[Problem],
                  option_check: OptionCheck | None = None) -> None:
-        self.doc, self.set_paths, self.problems, self.option_check = doc, set_paths, problems, option_check
+        self.doc, self.overrides, self.problems, self.option_check = doc, overrides, problems, option_check
 
     def problem(self, path: tuple[str, ...], message: str) -> None:
-        if any(path[: len(p)] == p for p in self.set_paths):
-            self.problems.append(Problem("--set", None, ".".join(path), message))
+        source = self.overrides.source(path)
+        if source is not None:
+            self.problems.append(Problem(source, None, ".".join(path), message))
         else:
             self.problems.append(Problem(self.doc.source, self.doc.line(path), ".".join(path), message))
 
@@ -68,6 +80,7 @@ class _Checker:
                 sections[name] = self.section(raw, (name,), cls)
         study = self.study(tree.get("study") or {}, default_name)
         self.cross_checks(sections)
+        self.grid_needs_steps(sections, study)
         if not self.problems:
             self.component_rules(sections, study.metric)
         return Space(self.doc.source, study, sections, tree)
@@ -85,9 +98,14 @@ class _Checker:
             if isinstance(value, dict) and "type" in value:
                 self.problem(("study", key), "study settings cannot be searched; give one value")
         name = raw.get("name", default_name)
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            self.problem(("study", "name"), f"expected a name of letters, digits, '_', '.' or '-', got {name!r}")
-            name = default_name
+        bad_name = study_name_problem(name)
+        if bad_name is not None:
+            if "name" in raw:
+                self.problem(("study", "name"), bad_name)
+            else:  # the file's own name is the default
+                self.problem(("study",), f"the file name {default_name!r} cannot name the study ({bad_name}); "
+                                         "give study.name")
+            name = "study"
         metric = raw.get("metric", "val_acc")
         if not isinstance(metric, str) or metric not in C.METRICS:
             self.problem(("study", "metric"), f"unknown metric {metric!r}; known: {', '.join(C.METRICS)}")
@@ -225,9 +243,11 @@ class _Checker:
 
     @staticmethod
     def field_path(path: tuple[str, ...]) -> str:
-        """optimizer.choose.sgd.lr -> optimizer.lr: the field a value lands in."""
+        """optimizer.choose.sgd.lr -> optimizer.lr, model.name.choices.1 -> model.name: the field a value lands in."""
         if len(path) >= 3 and path[1] == "choose":
             path = (path[0], *path[3:])
+        if len(path) >= 3 and path[-2] == "choices":
+            path = path[:-2]
         return ".".join(path)
 
     def fixed(self, value: Any, path: tuple[str, ...], kind: str) -> Any:
@@ -343,38 +363,65 @@ class _Checker:
             self.problem(("scheduler", "milestones"), f"must be increasing, got {list(milestones)}")
 
     def component_rules(self, sections: dict[str, Section], metric: str) -> None:
-        """Each chosen component's rules, for every combination of `choose:` branches, wherever every field a rule
-        reads is fixed (a rule on a searched field is applied when a trial builds the component: it fails then)."""
+        """Each chosen component's rules (the data set's too), for every combination of `choose:` branches,
+        wherever every field a rule reads is fixed (a rule on a searched field is applied when a trial builds the
+        component: that trial fails with the rule's words)."""
         kinds = list(NAMED_SECTIONS)
         branches: list[list[str | None]] = [list(sections[k].choose or [None]) for k in kinds]
-        seen: set[tuple[str, str]] = set()
+        seen: set[str] = set()
         for combo in itertools.product(*branches):
-            values: dict[str, Any] = {}
+            chosen = dict(zip(kinds, combo, strict=True))
             searched: set[str] = set()
-            for name, section in sections.items():
-                branch = dict(zip(kinds, combo, strict=True)).get(name)
-                values[name] = _fixed_values(section, name, branch, searched)
+            values = {name: _fixed_values(section, name, chosen.get(name), searched)
+                      for name, section in sections.items()}
             try:
                 config = C.TrialConfig.from_dict({**values, "metric": metric})
             except (TypeError, ValueError):
                 continue  # a value the field checks above already refused
-            for kind, registry in NAMED_SECTIONS.items():
+            registries: list[tuple[str, Registry]] = [*NAMED_SECTIONS.items(), ("data", DATASETS)]
+            for kind, registry in registries:
                 name = registry.chosen(config)
                 if name not in registry or f"{kind}.name" in searched:
                     continue  # a searched name: each choice's rules apply when a trial builds it
                 for rule in registry[name].rules:
-                    if any(f in searched for f in rule.needs) or (kind, rule.field) in seen:
+                    if any(f in searched for f in rule.needs) or rule.field in seen:
                         continue
-                    try:
-                        message = rule.check(config)
-                    except (ConfigError, TypeError, ValueError) as exc:
-                        message = str(exc)
-                    if message is not None:
-                        seen.add((kind, rule.field))
-                        branch = config_branch(sections[kind], name)
-                        leaf = rule.field.split(".", 1)[1]
-                        where = (kind, "choose", branch, leaf) if branch else (kind, leaf)
-                        self.problem(where, f"{kind} {name!r}: {message}")
+                    message = rule.check(config)
+                    if message is None:
+                        continue
+                    seen.add(rule.field)
+                    leaf = tuple(rule.field.split(".")[1:])
+                    branch = chosen.get(kind)
+                    where = (kind, "choose", branch, *leaf) if branch else (kind, *leaf)
+                    self.problem(where, f"{registry.kind} {name!r}: {message}" if kind != "data" else message)
+
+    def grid_needs_steps(self, sections: dict[str, Section], study: StudySpec) -> None:
+        """The grid sampler tries every combination: each searched value needs a finite set of values."""
+        if study.sampler.get("name") != "grid":
+            return
+        for path, param in _params_with_paths(sections):
+            if param.grid() is None:
+                self.problem(path, f"the grid sampler (study.sampler) needs every searched value to have choices "
+                                   f"or a step; this is a continuous {param.type} range: give it `step`, or use "
+                                   "another sampler (tpe, random, qmc)")
+
+
+def _params_with_paths(sections: dict[str, Section]) -> list[tuple[tuple[str, ...], Param]]:
+    """Every searched value with its path in the document (optimizer.choose.sgd.lr)."""
+    out: list[tuple[tuple[str, ...], Param]] = []
+
+    def walk(section: Section, path: tuple[str, ...]) -> None:
+        for key, value in section.fields.items():
+            if isinstance(value, Param):
+                out.append(((*path, key), value))
+            elif isinstance(value, Section):
+                walk(value, (*path, key))
+        for branch, sub in (section.choose or {}).items():
+            walk(sub, (*path, "choose", branch))
+
+    for name, section in sections.items():
+        walk(section, (name,))
+    return out
 
 
 def config_branch(section: Section, name: str) -> str | None:
@@ -435,4 +482,8 @@ def _range_text(bounds: tuple[float | None, float | None, bool, bool]) -> str:
 
 
 def _fmt(v: Any) -> str:
-    return repr(list(v)) if isinstance(v, tuple) else repr(v) if not isinstance(v, (int, float)) else f"{v:g}"
+    if isinstance(v, tuple):
+        return repr(list(v))
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**15:
+        return f"a {len(str(abs(v)))}-digit number"  # f"{v:g}" overflows past a float's range
+    return f"{v:g}" if isinstance(v, (int, float)) else repr(v)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .checker import OptionCheck, check
+from .overrides import Override
 from .rules import TOP_KEYS
 from .space import Space
 from .yamlfile import Problem, SpaceError, parse
 
+MAX_BYTES = 1_000_000  # a space file's size at most
 
-def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+
+def load_space(path: str | Path, overrides: Sequence[Override] = (),
                option_check: OptionCheck | None = None) -> Space:
     """Read and validate a space file; `overrides` are `key.path=value` strings applied first (--set).
 
@@ -20,7 +24,12 @@ def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:  # at most MAX_BYTES: /dev/zero or a huge file is refused, not read whole
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise SpaceError([Problem(str(path), None, "", f"is larger than {MAX_BYTES // 1000:,} kB; a space file "
+                                                             "is a few kB of YAML (is this the right file?)")])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SpaceError([Problem(str(path), None, "", f"cannot read the space file: {reason}")]) from None
@@ -33,5 +42,5 @@ def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
                                                                 f"({', '.join(TOP_KEYS)}), got {doc.value!r}")])
     space, problems = check(doc, overrides, default_name=path.stem, option_check=option_check)
     if problems:
-        raise SpaceError(sorted(problems, key=lambda p: (p.source != "--set", p.line or 0)))
+        raise SpaceError(sorted(problems, key=lambda p: (not p.source.startswith("--set "), p.line or 0)))
     return space

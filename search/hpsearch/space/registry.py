@@ -124,17 +124,47 @@ class Registry:
 
 
 # ---------------------------------------------------------------------------------------------------- data sets
-DATASETS = Registry("dataset")
-DATASETS.add("cifar100", summary="CIFAR-100: 50,000 + 10,000 32x32 colour images, 100 classes", classes=100)
-DATASETS.add("cifar10", summary="CIFAR-10: 50,000 + 10,000 32x32 colour images, 10 classes", classes=10)
-DATASETS.add("synthetic", summary="a learnable CIFAR-shaped data set made on the spot (data.synthetic)",
-             classes=None)
-
-
 def num_classes(config: TrialConfig) -> int:
     """The classes of a config's data set: the registry's count, or data.synthetic.classes."""
     classes = DATASETS[config.data.dataset].info.get("classes")
     return int(classes) if classes is not None else config.data.synthetic.classes
+
+
+def train_images(config: TrialConfig) -> int:
+    """The images of a config's training split before the validation images are held out."""
+    images = DATASETS[config.data.dataset].info.get("train_images")
+    return int(images) if images is not None else config.data.synthetic.size
+
+
+def _val_size_fits(config: TrialConfig) -> str | None:
+    n, classes, val = train_images(config), num_classes(config), config.data.val_size
+    if config.data.dataset == "synthetic" and n < classes:
+        return f"data.synthetic.size={n} is fewer images than its {classes} classes; give at least one per class"
+    if val > n - classes:
+        return (f"{val} of the {n} training images held out for validation leave fewer than one per class "
+                f"({classes} classes) to train on; use at most {n - classes}")
+    return None
+
+
+def _train_limit_fits(config: TrialConfig) -> str | None:
+    limit = config.data.train_limit
+    n, classes, val = train_images(config), num_classes(config), config.data.val_size
+    if limit is not None and val <= n - classes and not classes <= limit <= n - val:
+        return (f"must be between {classes} (one image per class) and {n - val} (the images left after "
+                f"val_size={val}), got {limit}")
+    return None
+
+
+_SPLIT = (Rule("data.val_size", ("data.dataset", "data.val_size", "data.synthetic"), _val_size_fits),
+          Rule("data.train_limit", ("data.dataset", "data.val_size", "data.train_limit", "data.synthetic"),
+               _train_limit_fits))
+DATASETS = Registry("dataset")
+DATASETS.add("cifar100", rules=_SPLIT, summary="CIFAR-100: 50,000 + 10,000 32x32 colour images, 100 classes",
+             classes=100, train_images=50_000)
+DATASETS.add("cifar10", rules=_SPLIT, summary="CIFAR-10: 50,000 + 10,000 32x32 colour images, 10 classes",
+             classes=10, train_images=50_000)
+DATASETS.add("synthetic", rules=_SPLIT, summary="a learnable CIFAR-shaped data set made on the spot "
+             "(data.synthetic)", classes=None, train_images=None)
 
 
 # ------------------------------------------------------------------------------------------------------- models

@@ -81,8 +81,19 @@ class Document:
         return self.lines.get((), None)
 
 
+# Bounds on what one space file may make, so that a crafted file (a "billion laughs" of nested aliases, thousands of
+# nested brackets) is refused with a message instead of eating the machine's memory or the interpreter's stack.
+MAX_DEPTH = 64  # nested mappings and lists; a real space nests four or five
+MAX_VALUES = 100_000  # values after alias expansion; a real space has a few hundred
+
+
+class _TooBig(Exception):
+    """Raised inside _convert when the document passes MAX_DEPTH or MAX_VALUES; parse turns it into a Problem."""
+
+
 def parse(text: str, source: str) -> Document:
-    """Parse one YAML document; raises SpaceError with the line of any syntax error or duplicate key."""
+    """Parse one YAML document; raises SpaceError with the line of any syntax error or duplicate key, or when it
+    nests deeper than MAX_DEPTH or expands (through aliases) to more than MAX_VALUES values."""
     try:
         loader = _Loader(text)
     except yaml.reader.ReaderError as exc:  # a control character: YAML allows only printable text
@@ -92,6 +103,9 @@ def parse(text: str, source: str) -> Document:
                                                     "(only printable text is); delete it")]) from None
     try:
         node = loader.get_single_node()
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SpaceError([Problem(source, None, "", f"nested too deeply for a space file (more than {MAX_DEPTH} "
+                                                    "levels of mappings or lists)")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -104,7 +118,10 @@ def parse(text: str, source: str) -> Document:
     if node is None:
         return doc
     problems: list[Problem] = []
-    doc.value = _convert(loader, node, (), doc, problems)
+    try:
+        doc.value = _convert(loader, node, (), doc, problems, [0])
+    except _TooBig as exc:
+        raise SpaceError([Problem(source, None, "", str(exc))]) from None
     if problems:
         raise SpaceError(problems)
     return doc
@@ -121,7 +138,15 @@ def parse_value(text: str) -> Any:
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str", "int", "float", "bool", "null")}
 
 
-def _convert(loader: _Loader, node: yaml.Node, path: Path, doc: Document, problems: list[Problem]) -> Any:
+def _convert(loader: _Loader, node: yaml.Node, path: Path, doc: Document, problems: list[Problem],
+             count: list[int]) -> Any:
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise _TooBig(f"expands to more than {MAX_VALUES:,} values (aliases that repeat aliases?); a space file "
+                      "is a few hundred")
+    if len(path) > MAX_DEPTH:
+        raise _TooBig(f"line {node.start_mark.line + 1}: nested too deeply for a space file (more than "
+                      f"{MAX_DEPTH} levels of mappings or lists)")
     doc.lines.setdefault(path, node.start_mark.line + 1)
     if node.tag not in _PLAIN_TAGS:
         problems.append(Problem(doc.source, node.start_mark.line + 1, ".".join(path),
@@ -143,10 +168,10 @@ def _convert(loader: _Loader, node: yaml.Node, path: Path, doc: Document, proble
                 problems.append(Problem(doc.source, line, dotted, "duplicate key: it is given twice in this mapping"))
                 continue
             doc.lines[(*path, key)] = line
-            out[key] = _convert(loader, value_node, (*path, key), doc, problems)
+            out[key] = _convert(loader, value_node, (*path, key), doc, problems, count)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(loader, item, (*path, str(i)), doc, problems) for i, item in enumerate(node.value)]
+        return [_convert(loader, item, (*path, str(i)), doc, problems, count) for i, item in enumerate(node.value)]
     return _scalar(loader, node, path, doc, problems)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import optuna
 
 from ..space import Space
 from ..space import load_space as _load_space
+from ..space.overrides import Override
 from ..space.registry import PRUNERS, SAMPLERS
 from ..space.schema import space_schema as _space_schema
 from .compat import HyperbandPruner
@@ -29,7 +31,7 @@ _NOT_OPTIONS = ("self", "search_space", "kwargs", "args")  # grid's search space
 _PLAIN_TYPES = {"int", "float", "bool", "str", "None", "list", "dict", "tuple", "Sequence", "Mapping", "Any"}
 
 
-def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Space:
+def load_space(path: str | Path, overrides: Sequence[Override] = ()) -> Space:
     """The space part's load_space with every sampler's and pruner's options checked against Optuna's classes."""
     return _load_space(path, overrides, option_check=option_problems)
 
@@ -68,6 +70,9 @@ def option_problems(kind: str, spec: dict[str, Any]) -> list[tuple[str, str]]:
                              f"which a YAML file cannot give; options it can: {', '.join(allowed) or 'none'}"))
         else:
             out.append((key, f"{cls.__name__} takes no option {key!r}; known: {', '.join(allowed) or 'none'}"))
+    seed = spec.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        out.append(("seed", f"expected a whole number >= 0 or null, got {seed!r}"))
     values = {k: v for k, v in spec.items() if k != "name"}
     if not out and spec["name"] != "grid":  # grid's search space comes from the space (make_sampler)
         try:
