@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, keys
 from ..errors import EXIT_BAD_INPUT, HpsearchError, report
 from . import results as cli_results
-from .locate import UsageError
+from .locate import UsageError, study_name
 from .results import positive_int
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="stop starting new trials after this many seconds")
     run.add_argument("--storage", metavar="URL", help="RDB URL (default: study.storage, else "
                                                       "sqlite:///studies/<name>.db)")
-    run.add_argument("--study", metavar="NAME", help="study name (default: study.name, else the file's name)")
+    run.add_argument("--study", metavar="NAME", type=study_name,
+                     help="study name (default: study.name, else the file's name)")
     run.add_argument("--workers", type=positive_int, default=1, metavar="N",
                      help="worker processes on this study (default 1); --trials is the total across them")
     run.add_argument("--gpus", metavar="IDS", help="CUDA devices to deal the workers over, e.g. 0,1 "
@@ -218,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], optuna.Study, Worker | None, int]:
     """The space, storage URL, GPUs and study of `hpsearch run`, with the data checked; for one worker, that
     worker's resources (its data loaded, its study: the one the summary reads); the number of trials the study had.
-    Missing data fails before any study is touched."""
+    A changed space is refused before the data loads, and missing data before a study is created."""
     import optuna
 
     from ..study.runner import prestart
@@ -237,11 +238,14 @@ def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], op
         worker = Worker.open(space, url, args.study)
         study = worker.study
     else:
-        from ..study.studies import create_or_resume
+        from ..study.storage import open_storage
+        from ..study.studies import check_resumable, create_or_resume
         from ..training.rawdata import check
 
+        storage = open_storage(url, space.study)
+        check_resumable(space, url, args.study, storage)  # a changed space is refused before the data loads
         check(space.fixed_data())  # each worker loads its own copy; check here (without torch) that there is one
-        study = create_or_resume(space, url, args.study)  # the space guard runs once, here
+        study = create_or_resume(space, url, args.study, storage=storage)  # the space guard runs once, here
     before = len(study.trials)
     workers = f"; {args.workers} workers" if args.workers > 1 else ""
     print(f"hpsearch: study {study.study_name!r} in {redact(url)} ({before} trials so far){workers}",

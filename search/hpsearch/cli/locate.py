@@ -20,13 +20,23 @@ class UsageError(HpsearchError):
     """A command line that cannot work as given (no study named, unwritable --out, port taken); str() says why."""
 
 
+def study_name(text: str) -> str:
+    """argparse type of --study: the rule study.name follows (letters, digits, '_', '.', '-'; no path)."""
+    from ..space.rules import study_name_problem
+
+    problem = study_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def study_args(p: argparse.ArgumentParser) -> None:
     """SPACE, or --storage URL --study NAME: how every verb that reads a study names it."""
     p.add_argument("space", nargs="?", metavar="SPACE", help="search-space YAML file whose study: section names "
                                                              "the storage and study")
     p.add_argument("--storage", metavar="URL", help="RDB URL (default: the space's study.storage, else "
                                                     "sqlite:///studies/<name>.db)")
-    p.add_argument("--study", metavar="NAME", help="study name (default: the space's study.name)")
+    p.add_argument("--study", metavar="NAME", type=study_name, help="study name (default: the space's study.name)")
 
 
 def locate(args: argparse.Namespace) -> tuple[str, str]:
@@ -69,7 +79,13 @@ def open_study(args: argparse.Namespace) -> tuple[optuna.Study, str]:
     from ..study.studies import load
 
     url, name = locate(args)
-    return load(url, name), url
+    study = load(url, name)
+    if len(study.directions) != 1:
+        from ..study.storage import StudyError, redact
+
+        raise StudyError(f"study {name!r} in {redact(url)} has {len(study.directions)} objectives; hpsearch reads "
+                         "single-objective studies (for this one, optuna.load_study(...).best_trials)")
+    return study, url
 
 
 def chosen_trial(study: optuna.Study, number: int | None) -> FrozenTrial:

@@ -74,6 +74,9 @@ def open_storage(url: str, spec: StudySpec | None = None) -> optuna.storages.Bas
     from .resume import Retry
 
     _check_url(url)
+    if _in_memory(url):
+        raise StudyError(f"{url} is an in-memory SQLite database: the study would vanish with this process, its "
+                         "trials and checkpoints lost\nfix: give a file, e.g. --storage sqlite:///studies/NAME.db")
     engine_kwargs: dict[str, Any] = {}
     sqlite_path = _sqlite_file(url)
     if sqlite_path is not None:
@@ -130,6 +133,18 @@ def _check_url(url: str) -> None:
         raise StudyError(f"the study storage {redact(url)} is not a database URL{detail}\n"
                          "fix: write DIALECT[+DRIVER]://USER:PASSWORD@HOST[:PORT]/DATABASE, e.g. "
                          "postgresql://hpsearch:PASSWORD@db-host:5432/hpsearch, or sqlite:///studies/NAME.db") from None
+
+
+def _in_memory(url: str) -> bool:
+    """sqlite://, sqlite:///, sqlite:///:memory: and file::memory: URLs: a database that lives only in memory."""
+    if not url.startswith("sqlite"):
+        return False
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:
+        return False  # _check_url has said what is wrong
+    database = parsed.database or ""
+    return database in ("", ":memory:") or "mode=memory" in url or database.startswith("file::memory:")
 
 
 def _sqlite_file(url: str) -> Path | None:

@@ -4,6 +4,7 @@ read it; say what changed between two spaces.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -15,16 +16,18 @@ from .seeds import seed_offset
 from .storage import StudyError, open_storage, redact
 
 
-def create_or_resume(space: Space, url: str, study_name: str | None = None, process: int = 0) -> optuna.Study:
+def create_or_resume(space: Space, url: str, study_name: str | None = None, process: int = 0,
+                     storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """Open the study (creating it on first use) with the space's sampler and pruner.
 
     A study remembers the space it was created from; resuming with a different one is refused, since its trials
     would not be comparable, with a message that names what changed. The sampler's seed moves on by the trials
     already there, by `process` (the index of a --workers process) and by this run's worker index (seeds.py), so
-    neither a resumed run nor a parallel worker repeats another's trials.
+    neither a resumed run nor a parallel worker repeats another's trials. A new study is named after its metric
+    (`study.set_metric_names`), so the dashboard and `trials_dataframe()` say val_acc, not "Objective 0".
     """
     name = study_name or space.study.name
-    storage = open_storage(url, space.study)
+    storage = storage or open_storage(url, space.study)
     existing = _existing(storage, name)
     sampler = make_sampler(space, seed_offset=seed_offset(len(existing.trials) if existing else 0, process))
     try:
@@ -33,22 +36,46 @@ def create_or_resume(space: Space, url: str, study_name: str | None = None, proc
                                     sampler=sampler, pruner=make_pruner(space), load_if_exists=True)
     except ValueError as exc:  # e.g. an existing study with the other direction
         raise StudyError(f"cannot resume study {name!r} in {redact(url)}: {exc}") from None
+    if _guard(study, space, url):  # a new study: ours from now on
+        study.set_user_attr(keys.SPACE, space.identity())
+        study.set_user_attr(keys.SPACE_HASH, space.hash())
+        study.set_user_attr(keys.SPACE_FILE, space.source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([space.study.metric])
+    return study
+
+
+def check_resumable(space: Space, url: str, study_name: str | None = None,
+                    storage: optuna.storages.BaseStorage | None = None) -> None:
+    """The space guard alone, reading only: refuse at once (before the data loads) to resume a study made from
+    another space, or not by hpsearch. A study that does not exist yet passes."""
+    name = study_name or space.study.name
+    existing = _existing(storage or open_storage(url, space.study), name)
+    if existing is not None:
+        _guard(existing, space, url)
+
+
+def _guard(study: optuna.Study, space: Space, url: str) -> bool:
+    """StudyError unless `study` may take this space's trials; True when it is new (no space stored yet)."""
+    name = study.study_name
+    if len(study.directions) != 1:
+        raise StudyError(f"study {name!r} in {redact(url)} has {len(study.directions)} objectives; hpsearch runs "
+                         "single-objective studies: choose another name with --study NAME")
     has_trials = bool(study.get_trials(deepcopy=False))  # before the attrs: another worker may be creating it
     stored = study.user_attrs.get(keys.SPACE)
     if stored is None:
         if has_trials:
             raise StudyError(f"study {name!r} in {redact(url)} already has trials but was not made by hpsearch; "
                              "choose another name with --study NAME")
-        study.set_user_attr(keys.SPACE, space.identity())
-        study.set_user_attr(keys.SPACE_HASH, space.hash())
-        study.set_user_attr(keys.SPACE_FILE, space.source)
-    elif stored != space.identity():
+        return True
+    if stored != space.identity():
         changes = diff(stored, space.identity())
         shown = "\n".join(f"  {c}" for c in changes[:20]) + ("\n  ..." if len(changes) > 20 else "")
         raise StudyError(f"study {name!r} in {redact(url)} was created from a different space; changed:\n{shown}\n"
                          f"fix: start a new study with --study {name}-2 (or a new study.name), or run the "
                          "original space to add trials to this one")
-    return study
+    return False
 
 
 def _existing(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:

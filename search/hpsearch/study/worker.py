@@ -2,7 +2,8 @@
 the study, and the study's artifact store and running-checkpoint folder.
 
 Nothing else loads data or opens the study for a trial: the objective (and a group of trials trained together)
-takes a Worker. Missing data fails before the study is touched.
+takes a Worker. A study made from another space is refused before the data loads; missing data fails before the
+study is created.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from optuna.artifacts import FileSystemArtifactStore
 from ..space import Space
 from ..training.data import DeviceData, prepare
 from ..training.device import resolve_device
-from .storage import artifact_store, running_dir
-from .studies import create_or_resume
+from .storage import artifact_store, open_storage, running_dir
+from .studies import check_resumable, create_or_resume
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,9 +34,12 @@ class Worker:
 
     @classmethod
     def open(cls, space: Space, url: str, study_name: str | None = None, process: int = 0) -> Worker:
-        """Load the data onto the device, then open (or create) the study; `process`: the index under --workers."""
+        """Check that the study may take this space (at once: before the data loads), load the data onto the
+        device, then open (or create) the study; `process`: this worker's index under --workers."""
+        storage = open_storage(url, space.study)
+        check_resumable(space, url, study_name, storage)
         device = resolve_device(space.fixed_train_device())
         data = prepare(space.fixed_data(), device)
-        study = create_or_resume(space, url, study_name, process)
+        study = create_or_resume(space, url, study_name, process, storage)
         name = study.study_name
         return cls(space, url, device, data, study, artifact_store(url, name), running_dir(url, name))

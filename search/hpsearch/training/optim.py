@@ -116,19 +116,18 @@ class LRSchedule:
 def build_scheduler(
     cfg: SchedulerConfig, optimizer: Optimizer, epochs: int, steps_per_epoch: int, metric: str
 ) -> LRSchedule:
-    """The lr schedule named by cfg.name over epochs * steps_per_epoch optimizer steps."""
-    SCHEDULERS[cfg.name]  # an unknown name is a ConfigError before anything is built
+    """The lr schedule named by cfg.name over epochs * steps_per_epoch optimizer steps (its entry's rules first)."""
     spe = max(1, steps_per_epoch)
     total = max(1, epochs * spe)
     warm = 0 if cfg.name == "onecycle" else min(round(cfg.warmup_epochs * spe), total)  # onecycle has its own
     lr = float(optimizer.param_groups[0]["lr"])
-    if cfg.name == "plateau":
+    main = SCHEDULERS.build(cfg.name, TrialConfig(scheduler=cfg), cfg, optimizer, lr, spe, max(1, total - warm))
+    if cfg.name == "plateau":  # its main schedule is constant; ReduceLROnPlateau follows the metric per epoch
         mode: Literal["min", "max"] = "max" if maximize(metric) else "min"
         plateau = sched.ReduceLROnPlateau(
             optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, min_lr=lr * cfg.min_lr_factor
         )
         return LRSchedule(optimizer, _warmup(optimizer, warm) if warm else None, warm, plateau, metric, warm)
-    main = SCHEDULERS.build(cfg.name, None, cfg, optimizer, lr, spe, max(1, total - warm))
     per_step = main
     if warm:
         per_step = _warmup(optimizer, warm)
@@ -184,4 +183,4 @@ def _constant(c: SchedulerConfig, o: Optimizer, lr: float, spe: int, n: int) -> 
     return None
 
 
-SCHEDULERS.builder("plateau")(_constant)  # its ReduceLROnPlateau is built in build_scheduler: it follows the metric
+SCHEDULERS.builder("plateau")(_constant)  # its ReduceLROnPlateau is built in build_scheduler
