@@ -11,6 +11,7 @@ CONFIG = "config"  # the trial's whole TrialConfig as a plain dict: rebuilds its
 CHECKPOINT = "checkpoint"  # artifact id of the trial's best-epoch checkpoint in the study's artifact store
 CHECKPOINT_ERROR = "checkpoint_error"  # why the checkpoint could not be stored (the result stands)
 WORKER = "worker"  # host:pid of the process that ran the trial
+RUN = "run"  # the id of the `hpsearch run` command that started the trial: its summary counts those
 FAIL_REASON = "fail_reason"  # why a failed trial failed, in words
 EPOCHS_RUN = "epochs_run"  # epochs reported, resumed ones included
 BEST_EPOCH = "best_epoch"  # 1-based epoch whose metric is the trial's value

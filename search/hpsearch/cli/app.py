@@ -11,13 +11,17 @@ import argparse
 import gc
 import json
 import os
+import shlex
+import signal
 import sys
 import textwrap
+import uuid
 from collections.abc import Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, keys
-from ..errors import EXIT_BAD_INPUT, HpsearchError, report
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HpsearchError, report
 from . import results as cli_results
 from .locate import UsageError, study_name
 from .results import positive_int
@@ -139,10 +143,21 @@ def _positive_float(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops a command as Ctrl-C does, from the start
     try:
         return int(_VERBS[args.verb](args))
     except HpsearchError as exc:  # anything else is a bug, and keeps its traceback
         return report(exc) or EXIT_BAD_INPUT
+    except KeyboardInterrupt as exc:  # before a search runs (it handles its own) or in any other verb
+        print(f"\nhpsearch: interrupted ({exc or 'Ctrl-C'}); nothing was left half-written (a study keeps every "
+              "finished trial)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -205,52 +220,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..study.runner import Plan, run, startup
     from ..study.storage import artifact_dir
 
+    run_id = uuid.uuid4().hex  # on every trial this command starts (keys.RUN): the summary counts those
     try:
         with startup():  # no garbage collection while torch, the data and the study load (see runner.startup)
-            space, url, gpus, study, worker, before = _open_run(args)
+            space, url, gpus, study, worker = _open_run(args)
         name = study.study_name
-        code = run(Plan(space, url, name, args.trials, args.timeout, args.workers, gpus), worker)
-        _summary(study, space, args, url, before, artifact_dir(url, name))  # study.trials reads the storage anew
+        code = run(Plan(space, url, name, args.trials, args.timeout, args.workers, gpus, run_id), worker)
+        _summary(study, space, args, url, run_id, artifact_dir(url, name))  # study.trials reads the storage anew
     finally:
         gc.unfreeze()  # what start-up froze: collected again once the command ends
     return code
 
 
-def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], optuna.Study, Worker | None, int]:
+def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], optuna.Study, Worker | None]:
     """The space, storage URL, GPUs and study of `hpsearch run`, with the data checked; for one worker, that
-    worker's resources (its data loaded, its study: the one the summary reads); the number of trials the study had.
-    A changed space is refused before the data loads, and missing data before a study is created."""
+    worker's resources (its data loaded, its study: the one the summary reads). A changed space is refused before
+    the data loads, and missing data before a study is created."""
     import optuna
 
     from ..study.runner import prestart
-    from ..study.storage import redact, storage_url
+    from ..study.storage import open_storage, redact, storage_url
+    from ..study.studies import check_resumable, create_or_resume
 
     space = _load(args)
     prestart(args.workers)  # the workers' imports go on beside the data check below
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
     url = storage_url(space, args.storage)
     gpus = _check_gpus(args.gpus)
+    storage = open_storage(url, space.study)  # a bad URL or an unreachable server is said before anything loads
+    check_resumable(space, url, args.study, storage)  # so is a changed space
     print(f"hpsearch: loading {space.fixed_data().dataset} ...", file=sys.stderr)
     worker = None
     if args.workers == 1:
         from ..study.worker import Worker
 
-        worker = Worker.open(space, url, args.study)
+        worker = Worker.open(space, url, args.study, storage=storage)
         study = worker.study
     else:
-        from ..study.storage import open_storage
-        from ..study.studies import check_resumable, create_or_resume
         from ..training.rawdata import check
 
-        storage = open_storage(url, space.study)
-        check_resumable(space, url, args.study, storage)  # a changed space is refused before the data loads
         check(space.fixed_data())  # each worker loads its own copy; check here (without torch) that there is one
-        study = create_or_resume(space, url, args.study, storage=storage)  # the space guard runs once, here
+        study = create_or_resume(space, url, args.study, storage=storage)  # created once, here
     before = len(study.trials)
     workers = f"; {args.workers} workers" if args.workers > 1 else ""
     print(f"hpsearch: study {study.study_name!r} in {redact(url)} ({before} trials so far){workers}",
           file=sys.stderr)
-    return space, url, gpus, study, worker, before
+    return space, url, gpus, study, worker
 
 
 def _check_gpus(text: str | None) -> tuple[str, ...]:
@@ -267,15 +282,17 @@ def _check_gpus(text: str | None) -> tuple[str, ...]:
     return ids
 
 
-def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before: int, artifacts: Any) -> None:
+def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, run_id: str, artifacts: Any) -> None:
     import optuna
 
     from ..study.storage import redact
 
-    trials = study.trials[before:]
+    everything = study.trials
+    trials = [t for t in everything if t.user_attrs.get(keys.RUN) == run_id]  # what this command started
     states = {s.name: sum(1 for t in trials if t.state == s) for s in optuna.trial.TrialState}
     counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items() if n)
-    print(f"\n{len(trials)} new trials ({counts or 'none'}); {len(study.trials)} in the study")
+    print(f"\n{len(trials)} new trial{'s' if len(trials) != 1 else ''} ({counts or 'none'}); {len(everything)} in "
+          "the study")
     try:
         best = study.best_trial
     except ValueError:
@@ -285,14 +302,33 @@ def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, before:
           f"(epoch {best.user_attrs.get(keys.BEST_EPOCH, '?')})")
     for key, value in best.params.items():
         print(f"  {key}: {value}")
-    where = args.space if not args.storage and not args.study else \
-        f"--storage {redact(url)} --study {study.study_name}"
-    print("\nnext:")
-    print(f"  hpsearch report {where} --plots plots   # the best trials, a summary, plots")
-    print(f"  hpsearch export {where} --out best.pt   # the best trial's checkpoint, for evaluate")
-    print(f"  optuna-dashboard {redact(url)} --artifact-dir {artifacts}")
-    print(f"  hpsearch run {args.space} --trials 20{' --study ' + args.study if args.study else ''}"
-          f"{' --storage ' + redact(url) if args.storage else ''}   # add trials")
+    for line in next_steps(args, redact(url), study.study_name, str(artifacts)):
+        print(line)
+
+
+def next_steps(args: argparse.Namespace, url: str, study_name: str, artifacts: str) -> list[str]:
+    """The `next:` lines after a run, each a command that works when pasted: shell-quoted, and carrying what the
+    user typed (--set, --data-root, --study, --storage, --workers, --gpus). The results verbs name the study by
+    --storage and --study unless the space file alone names the same one."""
+    q = shlex.quote
+    by_file = not args.storage and not args.study and not any(o.startswith("study.") for o in args.overrides)
+    where = q(args.space) if by_file else f"--storage {q(url)} --study {q(study_name)}"
+    again = [q(args.space), *(f"--set {q(o)}" for o in args.overrides)]
+    if args.data_root:
+        again.append(f"--data-root {q(args.data_root)}")
+    if args.study:
+        again.append(f"--study {q(args.study)}")
+    if args.storage:
+        again.append(f"--storage {q(url)}")
+    if args.workers > 1:
+        again.append(f"--workers {args.workers}")
+    if args.gpus:
+        again.append(f"--gpus {q(args.gpus)}")
+    return ["", "next:",
+            f"  hpsearch report {where} --plots plots   # the best trials, a summary, plots",
+            f"  hpsearch export {where} --out best.pt   # the best trial's checkpoint, for evaluate",
+            f"  optuna-dashboard {q(url)} --artifact-dir {q(artifacts)}",
+            f"  hpsearch run {' '.join(again)} --trials 20   # add trials"]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

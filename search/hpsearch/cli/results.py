@@ -19,6 +19,7 @@ from .locate import UsageError, checkpoint_file, chosen_trial, locate, open_stud
 
 # The same as report.FORMATS and export.EXPORT_FORMATS (tested), here so that `hpsearch --help` loads no torch.
 REPORT_FORMATS = ("table", "csv", "markdown", "html")
+CHECKPOINT_SUFFIXES = (".pt", ".pth")  # export takes such a file in place of SPACE: a checkpoint to convert
 EXPORT_FORMATS = ("checkpoint", "torchscript", "exported")
 
 
@@ -54,7 +55,8 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
                   hpsearch export spaces/smoke.yaml --out best.pt
                   hpsearch export spaces/smoke.yaml --trial 7 --out trial7.pt
                   hpsearch export spaces/smoke.yaml --format torchscript --out best.ts
-                  hpsearch export spaces/smoke.yaml --format exported --out best.pt2""")
+                  hpsearch export spaces/smoke.yaml --format exported --out best.pt2
+                  hpsearch export final.pt --format exported --out final.pt2   # a checkpoint file, e.g. retrain's""")
     study_args(export)
     export.add_argument("--out", required=True, metavar="PATH", help="the file to write")
     export.add_argument("--trial", type=_trial_number, metavar="N", help="this trial (default: the best one)")
@@ -89,13 +91,16 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
     dashboard = verb("dashboard", "serve optuna-dashboard on the study, with its checkpoints",
                      "Serve optuna-dashboard on the study's storage with its artifact store, so each kept trial "
                      "checkpoint is listed and downloadable on its trial's page. Safe to leave open while "
-                     "`hpsearch run` adds trials. Binds loopback unless --host says otherwise.", """
+                     "`hpsearch run` adds trials. Binds loopback unless --host says otherwise, answers only requests "
+                     "addressed to that name, and is read-only unless --allow-edits.", """
                      hpsearch dashboard spaces/smoke.yaml
                      hpsearch dashboard spaces/smoke.yaml --port 8081
                      ssh -L 8080:127.0.0.1:8080 gpu-box   # then, on gpu-box: hpsearch dashboard SPACE""")
     study_args(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     dashboard.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
+    dashboard.add_argument("--allow-edits", action="store_true",
+                           help="let the dashboard change and delete studies, trials and notes (default: read-only)")
 
     schema = verb("schema", "print the JSON Schema of the space format, for editors",
                   "Print a JSON Schema (draft-07) of the search-space YAML. Point your editor's YAML plugin at it "
@@ -145,15 +150,29 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..results.export import export
+    from ..training.checkpoint import load_payload
 
-    study, url = open_study(args)
-    trial = chosen_trial(study, args.trial)
-    source = checkpoint_file(study, url, trial)
-    _check_writable(args.out)
-    path = export(source, args.out, args.format)
-    metric = trial.user_attrs.get(keys.CONFIG, {}).get("metric", "value")
-    print(f"wrote {path}: trial {trial.number} of study {study.study_name!r}, {metric}={trial.value:.4f} "
-          f"(epoch {trial.user_attrs.get(keys.BEST_EPOCH, '?')}), as {args.format}")
+    if args.space and Path(args.space).suffix.lower() in CHECKPOINT_SUFFIXES:  # a file, e.g. retrain's final.pt
+        if args.trial is not None or args.storage or args.study:
+            raise UsageError(f"{args.space} is a checkpoint file: give it alone, without --trial, --storage or "
+                             "--study")
+        source = Path(args.space)
+        payload = load_payload(source)
+        _check_writable(args.out)
+        path = export(source, args.out, args.format)
+        origin = f"trial {payload.get('trial')} of study {payload.get('study')!r}, " \
+            if payload.get("trial") is not None else ""
+        print(f"wrote {path}: {origin}{payload.get('metric')}={float(payload.get('value') or 0):.4f}, from "
+              f"{source}, as {args.format}")
+    else:
+        study, url = open_study(args)
+        trial = chosen_trial(study, args.trial)
+        source = checkpoint_file(study, url, trial)
+        _check_writable(args.out)
+        path = export(source, args.out, args.format)
+        metric = trial.user_attrs.get(keys.CONFIG, {}).get("metric", "value")
+        print(f"wrote {path}: trial {trial.number} of study {study.study_name!r}, {metric}={trial.value:.4f} "
+              f"(epoch {trial.user_attrs.get(keys.BEST_EPOCH, '?')}), as {args.format}")
     if args.format == "exported" and path.suffix != ".pt2":
         print("hpsearch: note: torch.export.load expects a .pt2 file name and warns on others", file=sys.stderr)
     return 0
@@ -218,7 +237,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     url, name = locate(args)
     try:
-        server = serve(url, name, args.host, args.port)
+        server = serve(url, name, args.host, args.port, args.allow_edits)
     except OSError as exc:
         raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}; pick another --port "
                          "(or --port 0 for any free one)") from None

@@ -51,7 +51,7 @@ class Objective:
 
     def __init__(self, worker: Worker,
                  on_epoch: Callable[[optuna.Trial, int, dict[str, float]], None] | None = None, *,
-                 keep_running: bool = True, keep_checkpoints: bool = True) -> None:
+                 keep_running: bool = True, keep_checkpoints: bool = True, run: str = "") -> None:
         self.worker = worker
         self.space = worker.space
         self.store = worker.store if keep_checkpoints else None
@@ -59,6 +59,7 @@ class Objective:
         self.on_epoch_hook = on_epoch
         self.running: Path | None = worker.running if keep_running else None
         self.epochs_seen = 0  # epochs of the running trial reported so far, resumed ones included
+        self.run = run  # the id of the command that runs these trials (keys.RUN)
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.epochs_seen = 0
@@ -78,7 +79,8 @@ class Objective:
 
     def _run(self, trial: optuna.Trial, chain: list[int]) -> float:
         config = suggest(trial, self.space)
-        set_user_attrs(trial, {keys.CONFIG: config.to_dict(), keys.WORKER: f"{socket.gethostname()}:{os.getpid()}"})
+        set_user_attrs(trial, {keys.CONFIG: config.to_dict(), keys.WORKER: f"{socket.gethostname()}:{os.getpid()}",
+                               **({keys.RUN: self.run} if self.run else {})})
         device, data = self.worker.device, self.worker.data
         state = self._resumed_state(trial, chain, config) if chain else None
         trained, epoch_seconds = 0, 0.0  # epochs trained by this run (a resumed trial skips the finished ones)

@@ -40,6 +40,7 @@ class Plan:
     timeout: float | None
     workers: int = 1
     gpus: tuple[str, ...] = ()  # CUDA device ids, dealt to the workers in turn
+    run: str = ""  # this command's id, stored on every trial it starts (keys.RUN)
 
     def share(self, index: int) -> int | None:
         """This worker's part of the trials: they add up to exactly `trials`."""
@@ -164,7 +165,7 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
             print(f"hpsearch: {tag}study {study.study_name!r} ready on {worker.device} in "
                   f"{time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
         progress = Progress(plan.space, bars=progress_bars, prefix=tag)
-        objective = Objective(worker, on_epoch=progress.epoch)
+        objective = Objective(worker, on_epoch=progress.epoch, run=plan.run)
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         study.optimize(objective, n_trials=plan.share(index), timeout=plan.timeout, catch=(TrialFailed,),

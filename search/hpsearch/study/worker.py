@@ -33,10 +33,12 @@ class Worker:
     running: Path  # running trials' last saved states, for retries (resume.py)
 
     @classmethod
-    def open(cls, space: Space, url: str, study_name: str | None = None, process: int = 0) -> Worker:
+    def open(cls, space: Space, url: str, study_name: str | None = None, process: int = 0,
+             storage: optuna.storages.BaseStorage | None = None) -> Worker:
         """Check that the study may take this space (at once: before the data loads), load the data onto the
-        device, then open (or create) the study; `process`: this worker's index under --workers."""
-        storage = open_storage(url, space.study)
+        device, then open (or create) the study; `process`: this worker's index under --workers; `storage`: the
+        study's storage when the caller has opened it (from open_storage with the space's StudySpec)."""
+        storage = storage or open_storage(url, space.study)
         check_resumable(space, url, study_name, storage)
         device = resolve_device(space.fixed_train_device())
         data = prepare(space.fixed_data(), device)

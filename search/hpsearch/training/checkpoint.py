@@ -127,11 +127,33 @@ def load_payload(path: str | Path) -> dict[str, Any]:
     payload = read(path)
     if payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an hpsearch checkpoint (no '{FORMAT}' marker)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} is an hpsearch checkpoint of version {payload.get('version')!r}; this "
+                              f"hpsearch reads version {VERSION}: export it again with this version")
     try:
         TrialConfig.from_dict(payload["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has an unreadable config: {exc}") from None
     return payload
+
+
+def _checked_stats(payload: dict[str, Any], source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input mean and std a checkpoint claims, as (3,) tensors: three finite numbers each, the std above 0
+    (a std of 0 would divide every image by zero)."""
+    out = []
+    for key in ("mean", "std"):
+        value = payload.get(key)
+        try:
+            tensor = torch.tensor(value, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            tensor = torch.zeros(0)
+        if tensor.shape != (3,) or not bool(torch.isfinite(tensor).all()) or (key == "std" and
+                                                                            bool((tensor <= 0).any())):
+            raise CheckpointError(f"{source}: its input {key} must be three finite numbers"
+                                  f"{' above 0' if key == 'std' else ''} (one per RGB channel), got {value!r}; "
+                                  "it cannot be used: export it again")
+        out.append(tensor)
+    return out[0], out[1]
 
 
 def _exported_kind(path: Path) -> str | None:
@@ -183,14 +205,19 @@ def from_payload(payload: dict[str, Any], source: str = "the checkpoint",
     names = tuple(payload.get("class_names") or ())
     if not names or payload.get("mean") is None or payload.get("std") is None:
         raise CheckpointError(f"{source} lacks class names or the input mean/std; it cannot be used for inference")
+    mean, std = _checked_stats(payload, source)
     try:
-        model = build_model(config.model, len(names))
+        model = build_model(config.model, len(names), config)
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{source}: the weights do not fit the model its config describes: {first}") from None
+    broken = [k for k, v in payload["state_dict"].items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{source}: its weights hold NaN or infinite values ({', '.join(broken[:3])}"
+                              f"{', ...' if len(broken) > 3 else ''}); the trial diverged or the file was damaged")
     model.to(torch.device(device)).eval()
     return Checkpoint(model=model, config=config, metric=str(payload["metric"]), value=float(payload["value"]),
                       trial=payload.get("trial"), study=payload.get("study"), epoch=payload.get("epoch"),
-                      class_names=names, mean=torch.tensor(payload["mean"], dtype=torch.float32),
-                      std=torch.tensor(payload["std"], dtype=torch.float32), payload=payload)
+                      class_names=names, mean=mean, std=std, payload=payload)

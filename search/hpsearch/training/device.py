@@ -7,14 +7,38 @@ import contextlib
 
 import torch
 
+from ..errors import HpsearchError
 from ..space.config import PRECISIONS
 
 
+class DeviceError(HpsearchError):
+    """A device that this machine does not have, or that torch does not know; str() says which and the fix."""
+
+
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as torch.device reads it."""
+    """'auto' -> cuda when available, else cpu; cpu, cuda, cuda:N or mps when this machine has it (DeviceError
+    otherwise, before anything is loaded onto it)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    fix = "fix: train.device: auto (or cpu), or --device auto for evaluate and retrain"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"device {name!r} is not one torch knows; use auto, cpu, cuda or cuda:N\n{fix}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"device {name!r}: this machine has no CUDA device (torch.cuda.is_available() is "
+                              f"False; torch {torch.__version__})\n{fix}")
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"device {name!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                              f"cuda:{count - 1}\n{fix}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"device {name!r}: this machine has no Apple MPS device\n{fix}")
+    elif device.type != "cpu":
+        raise DeviceError(f"device {name!r}: hpsearch trains on cpu, cuda or mps\n{fix}")
+    return device
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -121,6 +121,10 @@ def _load_npz(path: Path, class_names: tuple[str, ...]) -> RawData:
                     f"(uint8 NHWC images and integer labels)."
                 )
             arrays = {name: archive[name] for name in _NPZ_ARRAYS}
+            odd = [name for name, value in arrays.items() if not isinstance(value, np.ndarray)]
+            if odd:  # np.load hands members that are not .npy files back as bytes
+                raise DataError(f"{path}: the member(s) {', '.join(odd)} are not numpy arrays (.npy inside the "
+                                "archive); rebuild the file with numpy.savez(x_train=..., y_train=..., ...)")
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:

@@ -1,0 +1,174 @@
+"""What validate accepts, run runs: each way a user's input or a study's state used to end in a traceback, a
+stale hint or an untrue count, now one message and exit 2 (or a command that works when pasted)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest import TINY, Searched
+
+from hpsearch import keys
+from hpsearch.cli import main
+from hpsearch.training import checkpoint
+
+EXE = Path(sys.executable).with_name("hpsearch")
+FAST = ["--set", "train.epochs=1"]
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("argv", [
+    ["run", str(TINY), "--set", "train.device=cuda"],
+    ["run", str(TINY), "--set", "train.device=cuda:99"],
+])
+def test_a_cuda_device_on_a_machine_without_one_is_one_message(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                                                argv: list[str]) -> None:
+    err = _error(capsys, argv)
+    assert "this machine has no CUDA device" in err and "fix: train.device: auto (or cpu)" in err
+    assert not (workdir / "studies" / "tiny").exists()  # nothing was run or stored
+
+
+@pytest.mark.parametrize("device, message", [("cuda:abc", "is not one torch knows"), ("tpu", "is not one torch knows")])
+def test_evaluate_with_an_unknown_device_is_one_message(searched: Searched, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str], device: str,
+                                                        message: str) -> None:
+    assert main(["export", *searched.where(), "--out", str(tmp_path / "best.pt")]) == 0
+    assert message in _error(capsys, ["evaluate", str(tmp_path / "best.pt"), "--device", device])
+
+
+@pytest.mark.parametrize("name", ["../../etc/x", "", "a b", "x" * 129])
+def test_study_names_on_the_command_line_follow_the_files_rule(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                                              name: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(TINY), "--study", name])
+    assert info.value.code == 2 and "argument --study" in capsys.readouterr().err
+    assert not (workdir / "studies").exists() and not (workdir.parent / "etc").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_in_memory_storage_is_refused(workdir: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    err = _error(capsys, ["run", str(TINY), "--trials", "1", "--storage", url])
+    assert "is an in-memory SQLite database" in err and "fix: give a file" in err
+
+
+def test_a_multi_objective_study_is_one_message_for_every_verb(workdir: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{workdir / 'm.db'}"
+    study = optuna.create_study(storage=url, study_name="multi", directions=["minimize", "maximize"])
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=2)
+    where = ["--storage", url, "--study", "multi"]
+    for argv in (["report", *where], ["export", *where, "--out", "b.pt"], ["retrain", *where, "--out", "f.pt"],
+                 ["run", str(TINY), *where]):
+        assert "has 2 objectives" in _error(capsys, argv)
+
+
+def test_retrain_on_a_plain_optuna_study_is_one_message(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{workdir / 'p.db'}"
+    optuna.create_study(storage=url, study_name="plain").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert "has no stored config" in _error(capsys, ["retrain", "--storage", url, "--study", "plain", "--out", "f"])
+
+
+def test_an_npz_whose_members_are_not_arrays_is_one_message(workdir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with zipfile.ZipFile(workdir / "cifar100.npz", "w") as archive:
+        for name in ("x_train", "y_train", "x_test", "y_test"):
+            archive.writestr(name, b"not an array")  # no .npy: np.load hands these back as bytes
+    err = _error(capsys, ["run", str(TINY), "--set", "data.dataset=cifar100", "--set", "data.download=false",
+                          "--set", "data.val_size=5000", "--data-root", str(workdir)])
+    assert "are not numpy arrays" in err
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda p: p.update(version=99), "of version 99; this hpsearch reads version 1"),
+    (lambda p: p.update(mean=[0.5]), "its input mean must be three finite numbers"),
+    (lambda p: p.update(std=[0.2, 0.0, 0.2]), "its input std must be three finite numbers above 0"),
+    (lambda p: next(v for v in p["state_dict"].values() if v.is_floating_point()).fill_(float("nan")),
+     "its weights hold NaN or infinite values"),
+])
+def test_a_tampered_checkpoint_is_refused_before_it_is_used(searched: Searched, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str], tamper: object,
+                                                            message: str) -> None:
+    path = tmp_path / "best.pt"
+    assert main(["export", *searched.where(), "--out", str(path)]) == 0
+    payload = checkpoint.read(path)
+    tamper(payload)  # type: ignore[operator]
+    checkpoint.save(payload, path)
+    assert message in _error(capsys, ["evaluate", str(path)])
+
+
+def test_sigterm_during_start_up_exits_130_without_a_traceback(workdir: Path) -> None:
+    proc = subprocess.Popen([str(EXE), "run", str(TINY), "--trials", "50"], cwd=workdir, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    time.sleep(0.3)  # the command is importing torch or loading the data
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted (SIGTERM)" in err
+
+
+def test_the_space_guard_refuses_before_the_data_is_looked_for(workdir: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(TINY), "--trials", "1", *FAST]) == 0
+    capsys.readouterr()
+    err = _error(capsys, ["run", str(TINY), "--trials", "1", "--set", "data.dataset=cifar100",
+                          "--set", "data.download=false", "--data-root", str(workdir / "nowhere")])
+    assert "was created from a different space" in err and "not found" not in err
+
+
+def test_the_summary_counts_what_this_command_started(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(TINY), "--trials", "2", *FAST]) == 0
+    assert "\n2 new trials (2 complete); 2 in the study" in capsys.readouterr().out
+    assert main(["run", str(TINY), "--trials", "1", *FAST]) == 0
+    assert "\n1 new trial (1 complete); 3 in the study" in capsys.readouterr().out
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'studies' / 'tiny.db'}")
+    assert len({t.user_attrs[keys.RUN] for t in study.trials}) == 2
+    assert study.metric_names == ["val_acc"]  # the dashboard's and trials_dataframe()'s name for the value
+
+
+def test_every_next_line_works_when_pasted(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """After a run with --set, --data-root and --study (a name that needs no quoting, a space path that does),
+    each printed command runs as it is."""
+    odd = workdir / "my spaces" / "tiny.yaml"
+    odd.parent.mkdir()
+    odd.write_text(TINY.read_text())
+    assert main(["run", str(odd), "--trials", "1", *FAST, "--data-root", str(workdir / "data dir"),
+                 "--study", "quick"]) == 0
+    lines = capsys.readouterr().out.split("\nnext:\n", 1)[1].splitlines()
+    commands = [line.split("   # ", 1)[0].strip() for line in lines if line.strip().startswith("hpsearch ")]
+    assert len(commands) == 3
+    for command in commands:
+        argv = shlex.split(command)
+        argv = [a if a != "20" else "1" for a in argv]  # the run line adds 20 trials: one is enough here
+        done = subprocess.run([str(EXE), *argv[1:]], cwd=workdir, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    assert re.search(r"--data-root '.*data dir'", commands[2]) and "--set train.epochs=1" in commands[2]
+
+
+def test_a_retrained_checkpoint_can_be_exported(searched_copy: Searched, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    final = tmp_path / "final.pt"
+    assert main(["retrain", *searched_copy.where(), "--out", str(final)]) == 0
+    for fmt, name in (("torchscript", "final.ts"), ("exported", "final.pt2"), ("checkpoint", "copy.pt")):
+        assert main(["export", str(final), "--format", fmt, "--out", str(tmp_path / name)]) == 0
+        assert f"from {final}, as {fmt}" in capsys.readouterr().out
+    program = torch.export.load(str(tmp_path / "final.pt2")).module()
+    assert program(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+    assert "is a checkpoint file" in _error(capsys, ["export", str(final), "--trial", "1", "--out", "x.pt"])
