@@ -9,7 +9,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -116,7 +115,9 @@ def test_a_tampered_checkpoint_is_refused_before_it_is_used(searched: Searched, 
 def test_sigterm_during_start_up_exits_130_without_a_traceback(workdir: Path) -> None:
     proc = subprocess.Popen([str(EXE), "run", str(TINY), "--trials", "50"], cwd=workdir, stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
-    time.sleep(0.3)  # the command is importing torch or loading the data
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # "hpsearch: loading synthetic ...": torch, the data and the study come next
+    assert first.startswith("hpsearch: loading"), first
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

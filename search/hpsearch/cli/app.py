@@ -239,7 +239,7 @@ def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], op
     import optuna
 
     from ..study.runner import prestart
-    from ..study.storage import open_storage, redact, storage_url
+    from ..study.storage import open_if_exists, open_storage, redact, storage_url
     from ..study.studies import check_resumable, create_or_resume
 
     space = _load(args)
@@ -247,8 +247,9 @@ def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], op
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
     url = storage_url(space, args.storage)
     gpus = _check_gpus(args.gpus)
-    storage = open_storage(url, space.study)  # a bad URL or an unreachable server is said before anything loads
-    check_resumable(space, url, args.study, storage)  # so is a changed space
+    storage = open_if_exists(url, space.study)  # a bad URL or an unreachable server is said before anything loads,
+    if storage is not None:
+        check_resumable(space, url, args.study, storage)  # and so is a changed space
     print(f"hpsearch: loading {space.fixed_data().dataset} ...", file=sys.stderr)
     worker = None
     if args.workers == 1:
@@ -260,7 +261,7 @@ def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], op
         from ..training.rawdata import check
 
         check(space.fixed_data())  # each worker loads its own copy; check here (without torch) that there is one
-        study = create_or_resume(space, url, args.study, storage=storage)  # created once, here
+        study = create_or_resume(space, url, args.study, storage=storage or open_storage(url, space.study))
     before = len(study.trials)
     workers = f"; {args.workers} workers" if args.workers > 1 else ""
     print(f"hpsearch: study {study.study_name!r} in {redact(url)} ({before} trials so far){workers}",

@@ -117,6 +117,19 @@ def open_storage(url: str, spec: StudySpec | None = None) -> optuna.storages.Bas
     return storage
 
 
+def open_if_exists(url: str, spec: StudySpec | None = None) -> optuna.storages.BaseStorage | None:
+    """The storage when it may hold studies already (a server, an existing SQLite file), else None, creating
+    nothing; a bad URL is a StudyError either way. Lets a run check its study before it loads data, and still leave
+    no file behind when the data is missing."""
+    _check_url(url)
+    if _in_memory(url):
+        return open_storage(url, spec)  # refused there, with the fix
+    path = _sqlite_file(url)
+    if path is not None and not path.is_file():
+        return None
+    return open_storage(url, spec)
+
+
 def _sync_normal(dbapi_connection: Any, record: Any) -> None:
     """In WAL mode, NORMAL syncs at checkpoints rather than at every commit: still safe against a crash of the
     process (a power cut may lose the last commits, never the file), and each of the ~dozen writes of a trial

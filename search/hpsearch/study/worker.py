@@ -18,7 +18,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from ..space import Space
 from ..training.data import DeviceData, prepare
 from ..training.device import resolve_device
-from .storage import artifact_store, open_storage, running_dir
+from .storage import artifact_store, open_if_exists, open_storage, running_dir
 from .studies import check_resumable, create_or_resume
 
 
@@ -37,11 +37,13 @@ class Worker:
              storage: optuna.storages.BaseStorage | None = None) -> Worker:
         """Check that the study may take this space (at once: before the data loads), load the data onto the
         device, then open (or create) the study; `process`: this worker's index under --workers; `storage`: the
-        study's storage when the caller has opened it (from open_storage with the space's StudySpec)."""
-        storage = storage or open_storage(url, space.study)
-        check_resumable(space, url, study_name, storage)
+        study's storage when the caller has opened it (from open_storage with the space's StudySpec). A SQLite
+        file that does not exist yet is created only once the data has loaded."""
+        storage = storage or open_if_exists(url, space.study)
+        if storage is not None:
+            check_resumable(space, url, study_name, storage)
         device = resolve_device(space.fixed_train_device())
         data = prepare(space.fixed_data(), device)
-        study = create_or_resume(space, url, study_name, process, storage)
+        study = create_or_resume(space, url, study_name, process, storage or open_storage(url, space.study))
         name = study.study_name
         return cls(space, url, device, data, study, artifact_store(url, name), running_dir(url, name))

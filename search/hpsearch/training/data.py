@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..space.config import AugmentConfig, DataConfig
+from ..space.config import AugmentConfig, DataConfig, TrialConfig
+from ..space.registry import DATASETS
 from .rawdata import DataError, load_arrays
 
 
@@ -132,6 +133,9 @@ def prepare(cfg: DataConfig, device: torch.device | str, include_val: bool = Fal
     stay as `val_x` for monitoring only, since they are now seen in training.
     """
     device = torch.device(device)
+    problems = DATASETS.problems(TrialConfig(data=cfg))  # the split's rules, as validate applies them
+    if problems:
+        raise DataError("; ".join(problems))
     raw = load_arrays(cfg)
     train_idx, val_idx = stratified_split(raw.y_train, cfg.val_size, cfg.train_limit, cfg.split_seed)
     if include_val:

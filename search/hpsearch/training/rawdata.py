@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HpsearchError
-from ..space.config import DataConfig, SyntheticConfig, TrialConfig
-from ..space.registry import DATASETS, ConfigError
+from ..space.config import DataConfig, SyntheticConfig
+from ..space.registry import DATASETS
 
 # The fine label names in label order (alphabetical), as torchvision's CIFAR100.classes gives them.
 CIFAR100_CLASSES = tuple(
@@ -68,10 +68,8 @@ def load_arrays(cfg: DataConfig) -> RawData:
     """The data set as numpy arrays, by the registry's builder of cfg.dataset."""
     if cfg.dataset not in DATASETS:
         raise DataError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(DATASETS)}")
-    try:
-        return DATASETS.build(cfg.dataset, TrialConfig(data=cfg), cfg)  # type: ignore[no-any-return]
-    except ConfigError as exc:  # the split's rules: the data set cannot be split as asked
-        raise DataError(str(exc)) from None
+    # Its rules are the split's: data.prepare applies them, since the raw arrays need no split.
+    return DATASETS.build(cfg.dataset, None, cfg)  # type: ignore[no-any-return]
 
 
 @DATASETS.builder("cifar100")
