@@ -12,6 +12,7 @@ import sys
 from typing import IO
 
 EXIT_OK = 0
+EXIT_FAULT = 1  # the machine failed the command (a full disk, a lost database server): fix it, then rerun
 EXIT_BAD_INPUT = 2  # bad input of any kind: a space file, an argument, a storage URL, missing data, a checkpoint
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, as a shell reports a process stopped by SIGINT
 

@@ -202,3 +202,71 @@ def test_a_checkpoint_holding_code_is_refused_and_the_code_never_runs(tmp_path: 
     err = capsys.readouterr().err
     assert "which weights-only loading refuses" in err and "Traceback" not in err
     assert not marker.exists()
+
+
+# -- faults of the machine under a finished or running trial: never the trial's failure ---------------------------
+
+
+def _study(workdir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'studies' / 'tiny.db'}")
+
+
+def test_a_running_folder_turned_read_only_leaves_finished_trials_complete(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The folder turns read-only once the trials have run: removing their running state fails (EROFS); their
+    results stand and the remaining trials run."""
+    def read_only(path: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    assert main(["run", str(TINY), "--trials", "3", "--set", "study.resume_interval=0"]) == 0
+    assert [t.state for t in _study(workdir).trials] == [TrialState.COMPLETE] * 3
+    assert "cannot remove its running state" in capsys.readouterr().err
+
+
+def test_a_disk_that_fills_while_saving_the_running_state_lets_the_trial_finish(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's writer reports a full disk as RuntimeError ('unexpected pos'): the state is not saved, the trial goes
+    on to its end and says why nothing was saved."""
+    real_save = torch.save
+
+    def disk_full(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(obj, dict) and obj.get("format") == "hpsearch-running":
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 4480 vs 4377")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    assert main(["run", str(TINY), "--trials", "2", "--set", "study.resume_interval=0"]) == 0
+    trials = _study(workdir).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all("unexpected pos" in t.user_attrs["running_checkpoint_error"] for t in trials)
+    assert not list((workdir / "studies" / "tiny" / "running").glob(".*.tmp"))  # no half-written file left
+
+
+def test_a_storage_that_fails_under_a_trial_stops_the_worker_and_the_rerun_retries_it(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """'database or disk is full' while trial 1 reports its second epoch: the worker stops with the reason (exit 1),
+    trial 1 keeps its saved epoch and is queued again; the rerun resumes it, and nothing was lost."""
+    real_report = optuna.trial.Trial.report
+    failed: list[int] = []
+
+    def report(self: optuna.trial.Trial, value: float, step: int) -> None:
+        if self.number == 1 and step == 2 and not failed:
+            failed.append(step)
+            raise optuna.exceptions.StorageInternalError("(sqlite3.OperationalError) database or disk is full")
+        real_report(self, value, step)
+
+    monkeypatch.setattr(optuna.trial.Trial, "report", report)
+    argv = ["run", str(TINY), "--trials", "3", "--set", "train.epochs=3", "--set", "study.resume_interval=0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "the study's storage failed at epoch 2 of trial 1" in err and "database or disk is full" in err
+    assert "Traceback" not in err and "rerun the same command" in err
+    first, cut, retry = _study(workdir).trials
+    assert first.state == TrialState.COMPLETE and cut.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING and retry.params == cut.params
+    assert (workdir / "studies" / "tiny" / "running" / "trial-1.pt").is_file()  # its first epoch, kept
+    assert main(["run", str(TINY), "--trials", "1", "--set", "train.epochs=3",
+                 "--set", "study.resume_interval=0"]) == 0
+    rerun = _study(workdir).trials[2]
+    assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["resumed_from"] == 1

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 import torch
 from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from .. import keys
+from ..errors import EXIT_FAULT, HpsearchError
 from ..space import TrialConfig, suggest
 from ..space.config import maximize
 from ..space.registry import ConfigError
@@ -32,6 +34,16 @@ from ..training.train import NonFiniteLoss, ResumeError, TrainResult, train
 from . import resume
 from .compat import frozen, set_user_attrs
 from .worker import Worker
+
+# What a storage raises when it cannot write (a full disk, a lost server): optuna's wrapper and SQLAlchemy's own.
+STORAGE_FAULTS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError,
+                  sqlalchemy.exc.InterfaceError)
+
+
+class StorageFault(HpsearchError):
+    """The study's storage failed under a running trial: the worker stops; the trial is retried by a later run."""
+
+    exit_status = EXIT_FAULT
 
 
 class TrialFailed(Exception):
@@ -73,9 +85,27 @@ class Objective:
             self._fail(trial, reason, self.epochs_seen)
             resume.Retry(self.space.study.max_retry, reason)(trial.study, frozen(trial))
             raise
+        except STORAGE_FAULTS as exc:  # the worker's fault, not the trial's: stop, keep its state, retry it later
+            stopped = True
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            when = f"at epoch {self.epochs_seen}" if self.epochs_seen else "before its first epoch"  # its writes
+            reason = (f"the study's storage failed {when} of trial {trial.number} "  # follow each epoch
+                      f"({type(exc).__name__}: {first[:300]})")
+            try:  # if the storage answers again, record why and queue the rerun now; if not, the next run will
+                self._fail(trial, reason, self.epochs_seen)
+                resume.Retry(self.space.study.max_retry, reason)(trial.study, frozen(trial))
+            except STORAGE_FAULTS:
+                pass
+            raise StorageFault(f"{reason}\nthe search stopped; the trial's last saved epoch is kept. Fix: free disk "
+                               "space or bring the database server back, then rerun the same command: the trial "
+                               "is retried (a trial left running is retried once its heartbeats are stale)") from None
         finally:
             if self.running is not None and not stopped:  # ended for good: its running state is not needed
-                resume.discard(self.running, [*chain, trial.number])
+                try:
+                    resume.discard(self.running, [*chain, trial.number])
+                except OSError as exc:  # a folder turned read-only: the trial's result stands, the file stays
+                    print(f"hpsearch: warning: trial {trial.number}: cannot remove its running state in "
+                          f"{self.running}: {exc.strerror or exc}", file=sys.stderr)
 
     def _run(self, trial: optuna.Trial, chain: list[int]) -> float:
         config = suggest(trial, self.space)
@@ -223,4 +253,7 @@ class Objective:
                 self.store.remove(t.user_attrs[keys.CHECKPOINT])
             except (ArtifactNotFound, FileNotFoundError):
                 pass  # already removed by an earlier trial or another worker
+            except OSError as exc:  # a folder turned read-only: the older checkpoint stays, this trial's result too
+                print(f"hpsearch: warning: cannot remove trial {t.number}'s checkpoint: {exc.strerror or exc}",
+                      file=sys.stderr)
 

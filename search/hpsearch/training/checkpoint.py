@@ -73,9 +73,13 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from None
+    except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as RuntimeError ("unexpected pos")
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only folder: the temporary may stay; the previous file is whole either way
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise CheckpointError(f"cannot write {path}: {reason}; choose a writable path") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
