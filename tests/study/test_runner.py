@@ -15,7 +15,6 @@ import pytest
 
 from hpsearch import load_space
 from hpsearch.cli import main
-from hpsearch.study.runner import Plan
 
 HERE = Path(__file__).resolve().parents[1]  # tests/
 TINY = HERE / "spaces" / "tiny.yaml"
@@ -34,11 +33,28 @@ def trials_of(workdir: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'studies/tiny.db'}").trials
 
 
-@pytest.mark.parametrize("trials, workers, shares", [(10, 4, [3, 3, 2, 2]), (3, 4, [1, 1, 1, 0]), (5, 1, [5])])
-def test_trials_are_shared_out_exactly(trials: int, workers: int, shares: list[int]) -> None:
-    plan = Plan(load_space(TINY), "sqlite://", "tiny", trials, None, workers)
-    assert [plan.share(i) for i in range(workers)] == shares
-    assert Plan(load_space(TINY), "sqlite://", "tiny", None, 60.0, 2).share(0) is None
+def test_the_workers_claim_exactly_the_runs_trials_from_one_count() -> None:
+    """Four processes claiming at once from the run's count take exactly its trials, whoever claims first."""
+    import multiprocessing
+
+    from hpsearch.study.runner import _claimer
+
+    ctx = multiprocessing.get_context("fork")
+    slots, taken = ctx.Value("q", 0), ctx.Value("q", 0)
+
+    def claim_all() -> None:
+        claim = _claimer(slots, 10)
+        while claim():
+            with taken.get_lock():
+                taken.value += 1
+
+    procs = [ctx.Process(target=claim_all) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert taken.value == 10 and slots.value == 10
+    assert _claimer(None, None)() and _claimer(None, 3)()  # one worker alone, or no limit: never stopped
 
 
 def test_two_workers_run_the_total_on_one_study(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -213,7 +229,7 @@ def test_a_search_started_through_the_runner_leaves_nothing_frozen(workdir: Path
     """runner.run on its own (a library caller, no `hpsearch run` around it) unfreezes what its start-up froze."""
     import gc
 
-    from hpsearch.study.runner import run
+    from hpsearch.study.runner import Plan, run
 
     plan = Plan(load_space(TINY), f"sqlite:///{workdir / 'tiny.db'}", "tiny", trials=1, timeout=None)
     assert run(plan) == 0

@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import signal
+import time
 from pathlib import Path
 
 import optuna
@@ -157,3 +158,67 @@ def test_a_stopped_worker_records_the_reason_keeps_the_state_and_the_next_run_re
         assert not running_files(tmp_path, url, study)
         print(f"\n{sig.name} test: {figures(list(trials(url, study)))}, stopped trial {trial.number} "
               f"at epoch {epoch}, resumed as trial {retry.number}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has exited: only its parent's wait is missing
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def test_workers_die_with_their_parent_and_their_trials_are_retried(tmp_path: Path) -> None:
+    """SIGKILL of the command that started `--workers 2`: no worker goes on training unowned (each stops as
+    SIGTERM stops it, recording its trial for a retry), and the rerun finishes the study with nothing lost."""
+    url, study = f"sqlite:///{tmp_path / 'orphans.db'}", "orphans"
+    parent = start(CRASH, url, study, tmp_path, 6, 0, "--workers", "2")
+    running = wait_for("both workers mid-trial", lambda: [t for t in trials(url, study)
+                                                         if t.state == TrialState.RUNNING
+                                                         and len(t.intermediate_values) >= 1], [parent])
+    workers = {pid for t in trials(url, study) if (pid := pid_of(t)) is not None}
+    assert running and workers and parent.pid not in workers
+    os.kill(parent.pid, signal.SIGKILL)
+    output(parent)
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived the command that started it"
+    stopped = [t for t in trials(url, study) if t.state == TrialState.FAIL]
+    assert stopped and all("interrupted (SIGTERM)" in t.user_attrs["fail_reason"] for t in stopped)
+    rerun = start(CRASH, url, study, tmp_path, 6, 0)
+    log = output(rerun)
+    assert rerun.returncode == 0, log
+    assert figures(trials(url, study))["lost"] == 0
+
+
+def test_a_killed_worker_s_remaining_trials_are_run_by_the_others(tmp_path: Path) -> None:
+    """--workers 2 --trials 6, one worker SIGKILLed in its first trial: the other runs the rest, so the run still
+    starts 6 trials (the killed one's trial among them, retried once its heartbeats are stale)."""
+    url, study = f"sqlite:///{tmp_path / 'share.db'}", "share"
+    parent = start(CRASH, url, study, tmp_path, 6, 0, "--workers", "2")
+    first = wait_for("a worker mid-trial", lambda: next(
+        (t for t in trials(url, study) if t.state == TrialState.RUNNING and t.intermediate_values), None), [parent])
+    victim = pid_of(first)
+    assert victim is not None and victim != parent.pid
+    os.kill(victim, signal.SIGKILL)
+    log = output(parent)
+    assert parent.returncode == 1 and "was killed by SIGKILL; the other workers ran its remaining trials" in log
+    found = trials(url, study)
+    assert sum(1 for t in found if t.user_attrs.get("run")) == 6  # the run's count, the killed trial included
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in found if t.number != first.number)
+
+
+def test_more_workers_than_trials_start_no_more_than_the_trials(tmp_path: Path) -> None:
+    url, study = f"sqlite:///{tmp_path / 'few.db'}", "few"
+    proc = start(CRASH, url, study, tmp_path, 1, 0, "--workers", "1000", "--set", "train.epochs=1")
+    log = output(proc)
+    assert proc.returncode == 2 and "--workers 1000: more than" in log and "Traceback" not in log
+    proc = start(CRASH, url, study, tmp_path, 1, 0, "--workers", "3", "--set", "train.epochs=1")
+    log = output(proc)
+    assert proc.returncode == 0, log
+    assert "--workers 3 for --trials 1: starting 1 worker" in log
+    assert log.count("ready on") == 0 and len(trials(url, study)) == 1  # one worker: this process, no forks

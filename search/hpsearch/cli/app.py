@@ -221,6 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..study.storage import artifact_dir
 
     run_id = uuid.uuid4().hex  # on every trial this command starts (keys.RUN): the summary counts those
+    args.workers = _worker_count(args)
     try:
         with startup():  # no garbage collection while torch, the data and the study load (see runner.startup)
             space, url, gpus, study, worker = _open_run(args)
@@ -267,6 +268,23 @@ def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], op
     print(f"hpsearch: study {study.study_name!r} in {redact(url)} ({before} trials so far){workers}",
           file=sys.stderr)
     return space, url, gpus, study, worker
+
+
+MAX_WORKERS_PER_CORE = 4  # more worker processes than this per core (or per GPU) only contend for it
+
+
+def _worker_count(args: argparse.Namespace) -> int:
+    """--workers as it will run: never more processes than trials, and not so many that they only contend."""
+    limit = MAX_WORKERS_PER_CORE * max(os.cpu_count() or 1, len((args.gpus or "").split(",")))
+    if args.workers > limit:
+        raise UsageError(f"--workers {args.workers}: more than {limit} worker processes on this machine "
+                         f"({os.cpu_count()} cores) would only wait for each other and for the study's storage; "
+                         f"use at most {limit} here, or start workers on more machines (README: Scaling out)")
+    if args.trials is not None and args.workers > args.trials:
+        print(f"hpsearch: --workers {args.workers} for --trials {args.trials}: starting {args.trials} "
+              f"worker{'s' if args.trials != 1 else ''}", file=sys.stderr)
+        return int(args.trials)
+    return int(args.workers)
 
 
 def _check_gpus(text: str | None) -> tuple[str, ...]:

@@ -16,17 +16,20 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_INTERRUPTED, report
 from ..space import Space
 
 if TYPE_CHECKING:
     from .worker import Worker
+
+PARENT_POLL_S = 1.0  # how often a worker looks whether the command that started it is still there
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,6 @@ class Plan:
     workers: int = 1
     gpus: tuple[str, ...] = ()  # CUDA device ids, dealt to the workers in turn
     run: str = ""  # this command's id, stored on every trial it starts (keys.RUN)
-
-    def share(self, index: int) -> int | None:
-        """This worker's part of the trials: they add up to exactly `trials`."""
-        if self.trials is None:
-            return None
-        return self.trials // self.workers + (1 if index < self.trials % self.workers else 0)
 
 
 # What every worker imports: torch, Optuna, SQLAlchemy; the first pauses garbage collection for the imports (see
@@ -82,10 +79,14 @@ def run(plan: Plan, worker: Worker | None = None) -> int:
     threads = max(1, (os.cpu_count() or 1) // plan.workers)  # each CPU worker takes its share of the cores
     # A forked worker starts with the server's folder and environment: hand it this process's, as spawn would.
     setting = (os.getcwd(), dict(os.environ))
+    # The trials of the run as one shared count: each worker claims its next trial from it, so when a worker dies
+    # the others run its remaining share, and together they run exactly plan.trials.
+    slots = ctx.Value("q", 0) if plan.trials is not None else None
     procs = []
     for i in range(plan.workers):
         gpu = plan.gpus[i % len(plan.gpus)] if plan.gpus else None
-        p = ctx.Process(target=_worker, args=(plan, i, gpu, threads, setting), name=f"hpsearch-worker-{i}")
+        p = ctx.Process(target=_worker, args=(plan, i, gpu, threads, setting, os.getpid(), slots),
+                        name=f"hpsearch-worker-{i}")
         p.start()
         procs.append(p)
     previous = {s: signal.signal(s, _forward(procs)) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -99,8 +100,9 @@ def run(plan: Plan, worker: Worker | None = None) -> int:
     codes = [p.exitcode or 0 for p in procs]
     for i, code in enumerate(codes):
         if code < 0:
-            print(f"hpsearch: worker {i} was killed by {signal.Signals(-code).name}; its trial is retried by a "
-                  "live worker or the next run", file=sys.stderr)
+            print(f"hpsearch: worker {i} was killed by {signal.Signals(-code).name}; the other workers ran its "
+                  "remaining trials, and its running trial is retried by a live worker or the next run",
+                  file=sys.stderr)
         elif code not in (0, EXIT_INTERRUPTED):
             print(f"hpsearch: worker {i} exited with status {code}", file=sys.stderr)
     if any(code == EXIT_INTERRUPTED for code in codes):
@@ -127,8 +129,10 @@ def _forward(procs: Sequence[multiprocessing.process.BaseProcess]) -> Callable[[
     return handler
 
 
-def _worker(plan: Plan, index: int, gpu: str | None, threads: int, setting: tuple[str, dict[str, str]]) -> None:
+def _worker(plan: Plan, index: int, gpu: str | None, threads: int, setting: tuple[str, dict[str, str]],
+            parent: int, slots: Any) -> None:
     cwd, environ = setting
+    threading.Thread(target=_die_with, args=(parent,), name="hpsearch-parent-watch", daemon=True).start()
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environ)
@@ -138,7 +142,7 @@ def _worker(plan: Plan, index: int, gpu: str | None, threads: int, setting: tupl
 
     torch.set_num_threads(threads)
     try:
-        sys.exit(_optimize(plan, index, progress_bars=False))
+        sys.exit(_optimize(plan, index, progress_bars=False, slots=slots))
     except Exception as exc:
         code = report(exc)  # the same one place as the command line's
         if code is None:
@@ -146,8 +150,36 @@ def _worker(plan: Plan, index: int, gpu: str | None, threads: int, setting: tupl
         sys.exit(code)
 
 
-def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None = None) -> int:
-    """One worker: its resources (opened here unless given), then its share of trials."""
+def _die_with(parent: int) -> None:
+    """A worker's watch on the command that started it: once that process is gone (killed, even by SIGKILL), stop
+    this worker as SIGTERM does, so that its trial is recorded and retried and nothing goes on training unowned."""
+    while True:
+        time.sleep(PARENT_POLL_S)
+        try:
+            os.kill(parent, 0)
+        except (ProcessLookupError, PermissionError):  # gone (or its pid reused by another user's process)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def _claimer(slots: Any, total: int | None) -> Callable[[], bool]:
+    """claim(): take the run's next trial from the shared count; False once all `total` are taken."""
+
+    def claim() -> bool:
+        if slots is None or total is None:
+            return True
+        with slots.get_lock():
+            if slots.value >= total:
+                return False
+            slots.value += 1
+            return True
+
+    return claim
+
+
+def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None = None, slots: Any = None) -> int:
+    """One worker: its resources (opened here unless given), then its trials: all of them alone, or, one of
+    several, each trial it claims from the run's shared count (`slots`)."""
     started = time.perf_counter()
     with startup():
         import optuna
@@ -168,8 +200,20 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
         objective = Objective(worker, on_epoch=progress.epoch, run=plan.run)
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        study.optimize(objective, n_trials=plan.share(index), timeout=plan.timeout, catch=(TrialFailed,),
-                       callbacks=[progress.finished])
+        if slots is None and plan.workers == 1:
+            study.optimize(objective, n_trials=plan.trials, timeout=plan.timeout, catch=(TrialFailed,),
+                           callbacks=[progress.finished])
+        else:
+            claim = _claimer(slots, plan.trials)
+            deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
+            while claim():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                study.optimize(objective, n_trials=1, timeout=left, catch=(TrialFailed,),
+                               callbacks=[progress.finished])
+                if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
+                    break  # every point of the grid has run (optimize would have stopped the study)
     except KeyboardInterrupt as exc:
         progress.close()
         print(f"\nhpsearch: {tag}interrupted ({exc or 'Ctrl-C'}); the running trial is recorded as failed, "
