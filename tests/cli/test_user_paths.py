@@ -173,3 +173,55 @@ def test_a_retrained_checkpoint_can_be_exported(searched_copy: Searched, tmp_pat
     program = torch.export.load(str(tmp_path / "final.pt2")).module()
     assert program(torch.rand(2, 3, 32, 32)).shape == (2, 4)
     assert "is a checkpoint file" in _error(capsys, ["export", str(final), "--trial", "1", "--out", "x.pt"])
+
+
+def test_a_checkpoint_does_not_choose_where_hpsearch_writes(searched: Searched, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A crafted checkpoint naming CIFAR-100 under some folder, with download on: evaluate looks there, creates
+    nothing and downloads nothing."""
+    path = tmp_path / "crafted.pt"
+    assert main(["export", *searched.where(), "--out", str(path)]) == 0
+    payload = checkpoint.read(path)
+    target = tmp_path / "chosen" / "by" / "the file"
+    payload["config"]["data"].update(dataset="cifar100", root=str(target), download=True)
+    checkpoint.save(payload, path)
+    err = _error(capsys, ["evaluate", str(path)])
+    assert "cifar100 data not found" in err and "not tried (download: false)" in err
+    assert not (tmp_path / "chosen").exists()
+
+
+def test_a_server_that_never_answers_is_given_up_with_a_message(tmp_path: Path) -> None:
+    """A port that accepts connections and says nothing: the command says what it waits for, then gives up
+    after the connect timeout with one message (exit 2), not minutes of silence."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"postgresql://u:secret@127.0.0.1:{server.getsockname()[1]}/db"
+    try:
+        done = subprocess.run([str(EXE), "report", "--storage", url, "--study", "x"], capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "connecting to postgresql://u:***@127.0.0.1" in done.stderr and "(up to 10 s)" in done.stderr
+    assert "timeout" in done.stderr and "secret" not in done.stderr

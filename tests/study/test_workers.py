@@ -10,6 +10,8 @@ import contextlib
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -222,3 +224,21 @@ def test_more_workers_than_trials_start_no_more_than_the_trials(tmp_path: Path) 
     assert proc.returncode == 0, log
     assert "--workers 3 for --trials 1: starting 1 worker" in log
     assert log.count("ready on") == 0 and len(trials(url, study)) == 1  # one worker: this process, no forks
+
+
+def test_plain_concurrent_runs_draw_distinct_trials(tmp_path: Path) -> None:
+    """Three `hpsearch run` started together on one study, none with HPSEARCH_WORKER: each draws its own trials
+    (they used to see the same trial count and draw the same ones)."""
+    url, study = f"sqlite:///{tmp_path / 'together.db'}", "together"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.pop("HPSEARCH_WORKER", None)
+    exe = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "hpsearch"
+    exe = exe if exe.is_file() else Path(sys.executable).with_name("hpsearch")
+    procs = [subprocess.Popen([str(exe), "run", str(CRASH), "--storage", url, "--study", study, "--trials", "3",
+                               "--set", "train.epochs=1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    drawn = [tuple(sorted(t.params.items())) for t in trials(url, study)]
+    assert len(drawn) == 9 and len(set(drawn)) == 9, drawn

@@ -224,7 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.workers = _worker_count(args)
     try:
         with startup():  # no garbage collection while torch, the data and the study load (see runner.startup)
-            space, url, gpus, study, worker = _open_run(args)
+            space, url, gpus, study, worker = _open_run(args, run_id)
         name = study.study_name
         code = run(Plan(space, url, name, args.trials, args.timeout, args.workers, gpus, run_id), worker)
         _summary(study, space, args, url, run_id, artifact_dir(url, name))  # study.trials reads the storage anew
@@ -233,7 +233,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], optuna.Study, Worker | None]:
+def _open_run(args: argparse.Namespace,
+              run_id: str) -> tuple[Space, str, tuple[str, ...], optuna.Study, Worker | None]:
     """The space, storage URL, GPUs and study of `hpsearch run`, with the data checked; for one worker, that
     worker's resources (its data loaded, its study: the one the summary reads). A changed space is refused before
     the data loads, and missing data before a study is created."""
@@ -256,13 +257,14 @@ def _open_run(args: argparse.Namespace) -> tuple[Space, str, tuple[str, ...], op
     if args.workers == 1:
         from ..study.worker import Worker
 
-        worker = Worker.open(space, url, args.study, storage=storage)
+        worker = Worker.open(space, url, args.study, storage=storage, run=run_id)
         study = worker.study
     else:
         from ..training.rawdata import check
 
         check(space.fixed_data())  # each worker loads its own copy; check here (without torch) that there is one
-        study = create_or_resume(space, url, args.study, storage=storage or open_storage(url, space.study))
+        study = create_or_resume(space, url, args.study, storage=storage or open_storage(url, space.study),
+                                 run=run_id)
     before = len(study.trials)
     workers = f"; {args.workers} workers" if args.workers > 1 else ""
     print(f"hpsearch: study {study.study_name!r} in {redact(url)} ({before} trials so far){workers}",

@@ -44,8 +44,14 @@ def with_data(config: TrialConfig, root: str | None = None, device: str | None =
 
 def score_test_set(ckpt: Checkpoint, data_root: str | None = None, device: str = "auto",
                    per_class: bool = False, batch_size: int | None = None) -> Scores:
-    """Top-1 and top-5 accuracy (and per class) of the checkpoint's model on its data set's test split."""
+    """Top-1 and top-5 accuracy (and per class) of the checkpoint's model on its data set's test split.
+
+    A checkpoint says which data set it was trained on, never where hpsearch may write: the test set is read from
+    data_root (--data-root) or the checkpoint's data.root, and never downloaded (a crafted file would choose the
+    folder a download creates).
+    """
     config = with_data(ckpt.config, data_root)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, download=False))
     dev = resolve_device(device)
     x, y = load_test(config.data, dev)
     if len(y) == 0:
@@ -96,7 +102,7 @@ def retrain(config: TrialConfig, trial: int | None, study: str | None,
                            result.epochs_run, mean=mean, std=std)
     payload["trained_on"] = "train+val"
     ckpt = from_payload(payload, "the retrained model")
-    test = score_test_set(ckpt, device=str(device))
+    test = score_test_set(ckpt, config.data.root, device=str(device))
     payload["value"] = float(test.top1)
     return Retrained(payload, test, len(data.train_y), result.epochs_run, seconds, result.num_params)
 

@@ -190,7 +190,7 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
         if worker is None:
-            worker = Worker.open(plan.space, plan.url, plan.study_name, process=index)
+            worker = Worker.open(plan.space, plan.url, plan.study_name, process=index, run=plan.run)
         study = worker.study
         tag = f"[w{index}] " if plan.workers > 1 else ""
         if plan.workers > 1:

@@ -99,7 +99,7 @@ def make_sampler(space: Space, seed_offset: int = 0) -> optuna.samplers.BaseSamp
     name = spec.pop("name")
     cls = optuna_class("sampler", name)
     if "seed" in spec and spec["seed"] is not None:
-        spec["seed"] = int(spec["seed"]) + seed_offset
+        spec["seed"] = (int(spec["seed"]) + seed_offset) % 2**32  # numpy's seeds are 32-bit
     if name == "grid":
         grid: dict[str, list[Any]] = {}
         for pname, param in space.params().items():

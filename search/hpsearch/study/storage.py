@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 import sqlite3
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..space import Space, StudySpec
 
 DEFAULT_DIR = Path("studies")
 SQLITE_TIMEOUT_S = 60  # how long a SQLite writer waits for another's lock before giving up
+CONNECT_TIMEOUT_S = 10  # how long to wait for a database server to answer a new connection
 OPEN_ATTEMPTS = 6  # workers that open a new storage at once race to create its tables: the losers try again
 DRIVERS_FIX = ("install the driver: pip install -e '.[postgres]' (psycopg) for postgresql://, "
                "pip install -e '.[mysql]' (PyMySQL) for mysql+pymysql://")
@@ -89,6 +91,9 @@ def open_storage(url: str, spec: StudySpec | None = None) -> optuna.storages.Bas
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S, "isolation_level": None}}
     elif not url.startswith("sqlite"):
         engine_kwargs = {"pool_pre_ping": True}  # a server restart or idle timeout must not kill a long search
+        if url.startswith(("postgresql", "mysql")):  # a server that accepts and never answers: give up soon
+            engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        print(f"hpsearch: connecting to {redact(url)} (up to {CONNECT_TIMEOUT_S} s) ...", file=sys.stderr, flush=True)
     heartbeat: dict[str, Any] = {}
     if spec is not None and spec.heartbeat_interval is not None:
         heartbeat = {"heartbeat_interval": spec.heartbeat_interval, "grace_period": spec.grace_period,

@@ -12,24 +12,27 @@ import optuna
 from .. import keys
 from ..space import Space
 from .samplers import make_pruner, make_sampler
-from .seeds import seed_offset
+from .seeds import concurrent_offset, seed_offset
 from .storage import StudyError, open_storage, redact
 
 
 def create_or_resume(space: Space, url: str, study_name: str | None = None, process: int = 0,
-                     storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+                     storage: optuna.storages.BaseStorage | None = None, run: str = "") -> optuna.Study:
     """Open the study (creating it on first use) with the space's sampler and pruner.
 
     A study remembers the space it was created from; resuming with a different one is refused, since its trials
     would not be comparable, with a message that names what changed. The sampler's seed moves on by the trials
     already there, by `process` (the index of a --workers process) and by this run's worker index (seeds.py), so
-    neither a resumed run nor a parallel worker repeats another's trials. A new study is named after its metric
+    neither a resumed run nor a parallel worker repeats another's trials. `run` (the command's id) marks this run
+    on the study: runs that start beside each other, at the same trial count, move apart (seeds.concurrent_offset)
+    so that they cannot draw the same trials even without HPSEARCH_WORKER. A new study is named after its metric
     (`study.set_metric_names`), so the dashboard and `trials_dataframe()` say val_acc, not "Objective 0".
     """
     name = study_name or space.study.name
     storage = storage or open_storage(url, space.study)
     existing = _existing(storage, name)
-    sampler = make_sampler(space, seed_offset=seed_offset(len(existing.trials) if existing else 0, process))
+    so_far = len(existing.trials) if existing else 0
+    sampler = make_sampler(space, seed_offset=seed_offset(so_far, process))
     try:
         direction = optuna.study.StudyDirection[space.study.direction.upper()]
         study = optuna.create_study(storage=storage, study_name=name, direction=direction,
@@ -43,6 +46,10 @@ def create_or_resume(space: Space, url: str, study_name: str | None = None, proc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([space.study.metric])
+    if run:
+        extra = concurrent_offset(storage, storage.get_study_id_from_name(name), run, so_far)
+        if extra:
+            study.sampler = make_sampler(space, seed_offset=seed_offset(so_far, process) + extra)
     return study
 
 
