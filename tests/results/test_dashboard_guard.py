@@ -99,3 +99,32 @@ def test_the_guard_parses_hosts_strictly() -> None:
     assert not guard.allowed_host("[::1]:8081") and not guard.allowed_host("127.0.0.1:80x")
     assert not guard.allowed_host("127.0.0.1@evil:8080")
     assert dashboard.Guard(lambda e, s: [], "10.1.2.3", 8080).hosts == {"10.1.2.3"}
+
+
+def test_the_dashboard_lists_only_checkpoints_that_download(read_only: tuple[int, int],
+                                                           searched_copy: Searched) -> None:
+    """Checkpoints pushed out of the best keep_checkpoints keep their record in the storage (Optuna cannot change
+    a finished trial); the dashboard lists only those still in the store, and every one listed downloads."""
+    port, study_id = read_only
+    status, body = request(port, "GET", f"/api/studies/{study_id}")
+    assert status == 200
+    listed = {t["number"]: [a["artifact_id"] for a in t["artifacts"]] for t in json.loads(body)["trials"]}
+    kept = {t.number: t.user_attrs["checkpoint"] for t in searched_copy.study().trials
+            if "checkpoint" in t.user_attrs and (searched_copy.artifacts / t.user_attrs["checkpoint"]).is_file()}
+    removed = [t.number for t in searched_copy.study().trials if "checkpoint" in t.user_attrs
+               and t.number not in kept]
+    assert removed and len(kept) == 2  # the search left both kinds
+    assert {n: ids for n, ids in listed.items() if ids} == {n: [a] for n, a in kept.items()}
+    trial_ids = {t["number"]: t["trial_id"] for t in json.loads(body)["trials"]}
+    for number, artifact in kept.items():
+        status, data = request(port, "GET", f"/artifacts/{study_id}/{trial_ids[number]}/{artifact}")
+        assert status == 200 and len(data) > 1000
+
+
+def test_deleting_a_study_with_removed_checkpoints_works_when_edits_are_allowed(editable: tuple[int, int],
+                                                                              searched_copy: Searched) -> None:
+    port, study_id = editable
+    status, _ = request(port, "DELETE", f"/api/studies/{study_id}", origin=f"http://127.0.0.1:{port}",
+                        body=json.dumps({"remove_associated_artifacts": True}).encode())
+    assert status == 204  # it was a 500: optuna-dashboard tried to remove the files that were gone
+    assert not any(searched_copy.artifacts.iterdir())

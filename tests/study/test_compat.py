@@ -124,3 +124,12 @@ def test_frozen_reads_the_running_trial_back(tmp_path: Path, private: bool) -> N
     found = frozen(trial)
     assert found.number == trial.number == 1 and found.system_attrs["retry_history"] == [0]
     assert found.state == optuna.trial.TrialState.RUNNING and found.params == {"x": 0.25}
+
+
+def test_with_system_attrs_changes_a_copy_or_nothing(tmp_path: Path, private: bool) -> None:
+    study = optuna.create_study()
+    study.optimize(lambda t: 1.0, n_trials=1)
+    trial = study.trials[0]
+    view = compat.with_system_attrs(trial, {"a": 1})
+    assert trial.system_attrs == {}  # the stored trial is never changed
+    assert view.system_attrs == ({"a": 1} if private else {})

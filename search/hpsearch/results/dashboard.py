@@ -15,12 +15,17 @@ from __future__ import annotations
 import json
 import socket
 import sys
+from collections.abc import Container
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import optuna
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import FrozenTrial, TrialState
 
+from ..study.compat import with_system_attrs
 from ..study.storage import artifact_dir, open_storage, redact
 from ..study.studies import load
 
@@ -87,6 +92,56 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # the dashboard polls every few seconds: no line per request
 
 
+ARTIFACT_PREFIX = "artifacts:"  # how Optuna's upload_artifact records an artifact on its trial (a system attr)
+
+
+class KeptArtifacts(optuna.storages.BaseStorage):
+    """The study's storage as the dashboard sees it: a trial lists only the checkpoints whose files are still in
+    the artifact store.
+
+    A trial's checkpoint falls out of the best keep_checkpoints after the trial has finished, and Optuna refuses to
+    change a finished trial's attributes (optuna-dashboard's own delete fails the same way), so its record stays
+    in the storage; shown, it would be a download that fails. Everything else passes through unchanged.
+    """
+
+    def __init__(self, backend: optuna.storages.BaseStorage, folder: Path) -> None:
+        self._backend, self._folder = backend, folder
+
+    def _kept(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in attrs.items()
+                if not k.startswith(ARTIFACT_PREFIX) or (self._folder / k[len(ARTIFACT_PREFIX):]).is_file()}
+
+    def _view(self, trial: FrozenTrial) -> FrozenTrial:
+        kept = self._kept(trial.system_attrs)
+        return trial if len(kept) == len(trial.system_attrs) else with_system_attrs(trial, kept)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._view(self._backend.get_trial(trial_id))
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return [self._view(t) for t in self._backend.get_all_trials(study_id, deepcopy=deepcopy, states=states)]
+
+    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self._kept(self._backend.get_trial_system_attrs(trial_id))
+
+    def __getattr__(self, name: str) -> Any:  # everything else: the backend's own
+        return getattr(self._backend, name)
+
+
+def _delegate(name: str) -> Any:
+    def method(self: KeptArtifacts, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._backend, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in optuna.storages.BaseStorage.__abstractmethods__ - set(vars(KeptArtifacts)):
+    setattr(KeptArtifacts, _name, _delegate(_name))
+KeptArtifacts.__abstractmethods__ = frozenset()
+
+
 def make_app(url: str, study_name: str) -> tuple[Any, int, str | None]:
     """(WSGI app, the study's id in the storage, artifact folder or None when the study has no checkpoints yet)."""
     from optuna_dashboard import wsgi
@@ -95,7 +150,8 @@ def make_app(url: str, study_name: str) -> tuple[Any, int, str | None]:
     storage = open_storage(url)
     folder = artifact_dir(url, study_name)
     store = FileSystemArtifactStore(str(folder)) if folder.is_dir() else None
-    app = wsgi(storage, artifact_store=store)
+    view = KeptArtifacts(storage, folder)  # type: ignore[abstract]  # its abstract methods are delegated above
+    app = wsgi(view, artifact_store=store)
     return app, storage.get_study_id_from_name(study_name), str(folder) if store else None
 
 

@@ -1,20 +1,23 @@
 """The only module that touches Optuna's private API, behind a version check, each use with a public-API fallback.
 
-Three uses need names Optuna does not promise to keep (docs/BENCHMARKS.md has the figures):
+Four uses need names Optuna does not promise to keep (the measured gains' figures are in docs/BENCHMARKS.md):
 
 - `set_user_attrs`: a trial's attributes written in one transaction, through the RDBStorage method Optuna itself
   uses per key (`_set_trial_attr_without_commit`, `_create_scoped_session`). Fallback: `trial.set_user_attr` per key.
 - `frozen`: a running trial read back by its storage id. Fallback: found among the study's trials by number.
+- `with_system_attrs`: a finished trial seen without the records of checkpoints removed since (the dashboard).
+  Fallback: the trial as stored.
 - `HyperbandPruner`: the study each bracket sees is built once (`_create_bracket_study`) and shares the study's
   per-trial cache (`_thread_local`). Fallback: Optuna's Hyperband unchanged.
 
-Both are used only when Optuna's version is in TESTED (the range CI runs) and the private names exist; anywhere
-else (`PRIVATE_API` False) the public path runs, with the same results, only slower. tests/study/test_compat.py runs
-both paths.
+Each is used only when Optuna's version is in TESTED (the range CI runs) and the private names exist; anywhere
+else (`PRIVATE_API` False) the public path runs, with the same results (slower, or, for the dashboard's view, with
+stale records shown). tests/study/test_compat.py runs both paths.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -79,6 +82,19 @@ def frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     if PRIVATE_API and trial_id is not None:
         return trial.storage.get_trial(trial_id)
     return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
+def with_system_attrs(trial: optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
+    """A shallow copy of a FrozenTrial with other system attrs (the dashboard's view without removed checkpoints).
+
+    FrozenTrial has no public way to change them; the fallback returns the trial unchanged (the dashboard then
+    lists a removed checkpoint, whose download fails, as plain optuna-dashboard does).
+    """
+    if not PRIVATE_API or not hasattr(trial, "_system_attrs"):
+        return trial
+    view = copy.copy(trial)  # the storage's cached trial keeps its own attributes
+    view._system_attrs = attrs
+    return view
 
 
 class HyperbandPruner(optuna.pruners.HyperbandPruner):
