@@ -225,3 +225,18 @@ def test_a_server_that_never_answers_is_given_up_with_a_message(tmp_path: Path) 
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "connecting to postgresql://u:***@127.0.0.1" in done.stderr and "(up to 10 s)" in done.stderr
     assert "timeout" in done.stderr and "secret" not in done.stderr
+
+
+def test_evaluate_reads_exported_models_as_it_reads_checkpoints(searched: Searched, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A .pt2 (torch.export) and a .ts (TorchScript) carry hpsearch.json: evaluate finds the data set from it and
+    measures the same accuracy as on the checkpoint they came from."""
+    scores = {}
+    for fmt, name in (("checkpoint", "best.pt"), ("exported", "best.pt2"), ("torchscript", "best.ts")):
+        assert main(["export", *searched.where(), "--format", fmt, "--out", str(tmp_path / name)]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", str(tmp_path / name)]) == 0
+        out = capsys.readouterr().out
+        scores[fmt] = re.search(r"top-1 accuracy\s+([0-9.]+)", out).group(1)  # type: ignore[union-attr]
+        assert "test set: synthetic, 100 images" in out
+    assert scores["exported"] == scores["torchscript"] == scores["checkpoint"], scores

@@ -50,8 +50,9 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
     export = verb("export", "write the best (or a chosen) trial's checkpoint as a file",
                   "Copy a completed trial's best-epoch checkpoint out of the study's artifact store: a self-describing "
                   "file (state dict, TrialConfig, metric, trial number, class names) that hpsearch.load_checkpoint "
-                  "rebuilds without the space file. --format torchscript or exported (torch.export) writes a model "
-                  "that runs with torch alone: float NCHW images in 0..1 in, logits out.", """
+                  "rebuilds without the space file. --format exported (torch.export, recommended) or torchscript "
+                  "(torch.jit, which newer torch deprecates) writes a model that runs with torch alone: float NCHW "
+                  "images in 0..1 in, logits out.", """
                   hpsearch export spaces/smoke.yaml --out best.pt
                   hpsearch export spaces/smoke.yaml --trial 7 --out trial7.pt
                   hpsearch export spaces/smoke.yaml --format torchscript --out best.ts
@@ -61,15 +62,17 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
     export.add_argument("--out", required=True, metavar="PATH", help="the file to write")
     export.add_argument("--trial", type=_trial_number, metavar="N", help="this trial (default: the best one)")
     export.add_argument("--format", choices=EXPORT_FORMATS, default="checkpoint",
-                        help="checkpoint (default; for load_checkpoint, evaluate), torchscript, or exported "
-                             "(torch.export; name the file .pt2)")
+                        help="checkpoint (default; for load_checkpoint, evaluate), exported (torch.export; name the "
+                             "file .pt2), or torchscript (torch.jit, deprecated by newer torch)")
 
     evaluate = verb("evaluate", "test-set accuracy of an exported checkpoint",
                     "Top-1 and top-5 accuracy (and per class with --per-class) of a checkpoint on its data set's test "
                     "split. The only verb that reads the test set; run it once, on the model you chose.", """
                     hpsearch evaluate best.pt
+                    hpsearch evaluate best.pt2                # an exported model (or a .ts) reads the same way
                     hpsearch evaluate best.pt --data-root ~/datasets --per-class""")
-    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a file written by export or retrain")
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a file written by export (any --format) or "
+                                                                   "retrain")
     evaluate.add_argument("--data-root", metavar="DIR", help="folder holding the data set (default: the data.root "
                                                              "the trial was trained with)")
     evaluate.add_argument("--per-class", action="store_true", help="also print each class's accuracy")
@@ -182,10 +185,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..results.evaluation import score_test_set
-    from ..training.checkpoint import load_checkpoint
+    from ..results.export import load_any
     from ..training.models import count_parameters
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_any(args.checkpoint)
     scores = score_test_set(ckpt, args.data_root, args.device, args.per_class, args.batch_size)
     origin = f"trial {ckpt.trial} of study {ckpt.study!r}" if ckpt.trial is not None else "a model"
     trained = " trained on train+val" if ckpt.payload.get("trained_on") == "train+val" else ""

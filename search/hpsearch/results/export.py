@@ -14,12 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..space import TrialConfig
 from ..training.checkpoint import (
     FORMAT,
     METADATA_FILE,
     VERSION,
     Checkpoint,
     CheckpointError,
+    exported_kind,
     load_checkpoint,
     load_payload,
     save,
@@ -78,3 +80,48 @@ def export(source: str | Path, out: str | Path, fmt: str = "checkpoint") -> Path
         batch = torch.export.Dim("batch", min=1, max=65536)
         program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
         return write_atomic(out, lambda f: torch.export.save(program, f, extra_files=extra))
+
+
+class Frozen(nn.Module):
+    """An exported model as a module to evaluate: it was exported in eval mode, and train()/eval() leave it so
+    (torch.export's module refuses eval())."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def train(self, mode: bool = True) -> Frozen:
+        self.training = mode  # not passed on: the graph's dropout and BatchNorm were fixed at export
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # type: ignore[no-any-return]
+
+
+def load_any(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """A checkpoint file (load_checkpoint), or a TorchScript or torch.export file that `export` wrote: its model
+    with the normalisation inside, and what its hpsearch.json says (config, class names, metric), so that
+    `hpsearch evaluate` measures an exported model as it measures a checkpoint."""
+    path = Path(path)
+    kind = exported_kind(path) if path.is_file() else None
+    if kind is None:
+        return load_checkpoint(path, device)
+    extra = {METADATA_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice: the file is in that format already
+            if kind == "torchscript":
+                model: nn.Module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            else:
+                model = torch.export.load(str(path), extra_files=extra).module()
+        meta = json.loads(extra[METADATA_FILE])
+        config = TrialConfig.from_dict(meta["config"])
+        names = tuple(meta["class_names"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read {path} as an exported hpsearch model ({first}); export it again") from None
+    # The model normalises inside: the evaluation feeds it images in 0..1 (mean 0, std 1 leaves them so).
+    return Checkpoint(model=Frozen(model).to(torch.device(device)), config=config, metric=str(meta.get("metric")),
+                      value=float(meta.get("value") or 0.0), trial=meta.get("trial"), study=meta.get("study"),
+                      epoch=meta.get("epoch"), class_names=names, mean=torch.zeros(3), std=torch.ones(3),
+                      payload={**meta, "format": kind})

@@ -106,7 +106,7 @@ def read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    kind = _exported_kind(path)
+    kind = exported_kind(path)
     if kind is not None:
         loader = "torch.jit.load(path)" if kind == "torchscript" else "torch.export.load(path).module()"
         what = "TorchScript model" if kind == "torchscript" else "torch.export program"
@@ -160,7 +160,7 @@ def _checked_stats(payload: dict[str, Any], source: str) -> tuple[torch.Tensor, 
     return out[0], out[1]
 
 
-def _exported_kind(path: Path) -> str | None:
+def exported_kind(path: Path) -> str | None:
     """'torchscript' or 'exported' for the files `export` writes in those formats, else None."""
     try:
         with zipfile.ZipFile(path) as archive:
