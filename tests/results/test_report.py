@@ -240,3 +240,39 @@ def test_render_csv_is_exactly_the_frame(searched: Searched) -> None:
     frame = trials_frame(study, 5)
     text = report.render("csv", frame, summarize(study), {}, "")
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(text)), frame, check_dtype=False)
+
+
+def test_plots_show_pruned_trials_whole_numbers_and_panels_by_importance() -> None:
+    """The history marks pruned trials at their best epoch and counts trials in whole numbers; the slice plot's
+    panels stand in importance order with whole-number ticks for integer parameters, on a white background."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial: optuna.Trial) -> float:
+        depth = trial.suggest_int("depth", 1, 4)
+        rate = trial.suggest_float("rate", 0.0, 1.0)
+        value = 0.2 * depth + 0.01 * rate
+        for step in (1, 2):
+            trial.report(value * step / 2, step)
+        if trial.number % 3 == 2:
+            raise optuna.TrialPruned()
+        return value
+
+    study.optimize(objective, n_trials=12)
+    figures, skipped = plots.make_plots(study)
+    history = figures["optimization_history"].axes[0]
+    labels = [h.get_label() for h in history.get_legend().legend_handles]
+    assert "pruned (4): best epoch" in labels
+    assert all(float(t).is_integer() for t in history.get_xticks())
+    imps, _ = report.importances(study)
+    assert sorted(imps) == ["depth", "rate"]
+    panels = [ax for ax in figures["slice"].axes if ax.get_xlabel() in ("depth", "rate")]
+    left_to_right = [ax.get_xlabel() for ax in sorted(panels, key=lambda ax: ax.get_position().x0)]
+    assert left_to_right == list(imps)  # Optuna alone draws them in alphabetical order
+    depth = next(ax for ax in panels if ax.get_xlabel() == "depth")
+    assert [float(t) for t in depth.get_xticks()] == [1.0, 2.0, 3.0, 4.0]
+    assert all(matplotlib.colors.to_hex(ax.get_facecolor()) == "#ffffff" for ax in panels)
+    for figure in figures.values():
+        plots.png(figure)

@@ -79,11 +79,31 @@ def _figure(axes: Any) -> Any:
 
 
 def _history(study: optuna.Study, metric: str) -> Any:
+    from matplotlib.ticker import MaxNLocator
     from optuna.visualization.matplotlib import plot_optimization_history
 
+    from .report import best_epoch
+
     ax = plot_optimization_history(study, target_name=metric)
-    ax.set_title(f"Optimization history: {metric} of each completed trial, best so far")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    pruned = [(t.number, found[1]) for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+              if (found := best_epoch(t, maximize)) is not None]
+    if pruned:  # a pruned trial is part of the history too: its best epoch, where the pruner stopped it
+        ax.scatter([n for n, _ in pruned], [v for _, v in pruned], marker="x", color=_PRUNED, zorder=2,
+                   label=f"pruned ({len(pruned)}): best epoch")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.05, 1.0))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers
+    _plain_background(ax)
+    ax.set_title(f"Optimization history: {metric} of each trial, best so far")
     return _figure(ax)
+
+
+def _plain_background(ax: Any) -> None:
+    """White axes with a light grid: Optuna's grey background hides the palest points of its colour scales."""
+    ax.set_facecolor("white")
+    ax.grid(True, color="#dddddd")
+    for spine in ax.spines.values():
+        spine.set_color("#bbbbbb")
 
 
 def _learning_curves(study: optuna.Study, metric: str) -> Any:
@@ -138,7 +158,7 @@ def _importances(study: optuna.Study, metric: str) -> Any:
 
 
 def _slice(study: optuna.Study, metric: str, imps: dict[str, float]) -> Any:
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter
     from optuna.visualization.matplotlib import plot_slice
 
     searched = list(dict.fromkeys(p for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -146,9 +166,25 @@ def _slice(study: optuna.Study, metric: str, imps: dict[str, float]) -> Any:
     ordered = sorted(searched, key=lambda p: -imps.get(p, 0.0)) if imps else searched
     params = ordered[:MAX_SLICE_PARAMS]
     axes = plot_slice(study, params=params, target_name=metric)
-    for ax in getattr(axes, "flat", [axes]):
+    panels = list(getattr(axes, "flat", [axes]))
+    integers = {p for t in study.get_trials(deepcopy=False) for p, d in t.distributions.items()
+                if p in params and isinstance(d, optuna.distributions.IntDistribution)}  # categorical: Optuna's labels
+    for ax in panels:
         if ax.get_xscale() == "log":
             ax.xaxis.set_minor_formatter(NullFormatter())  # Optuna labels minor log ticks too; they collide
+        name = ax.get_xlabel()
+        if name in integers:  # whole numbers: ticks at the values drawn, or at whole numbers when there are many
+            values = sorted({t.params[name] for t in study.get_trials(deepcopy=False) if name in t.params})
+            ax.xaxis.set_major_locator(FixedLocator(values) if len(values) <= 8 else MaxNLocator(integer=True))
+        _plain_background(ax)
+    # Optuna draws the panels in alphabetical order: move them into the order asked for (importance), the metric's
+    # scale on the first.
+    slots = [ax.get_position() for ax in panels]
+    by_name = {ax.get_xlabel(): ax for ax in panels}
+    for i, (slot, name) in enumerate(zip(slots, [p for p in params if p in by_name], strict=False)):
+        by_name[name].set_position(slot)
+        by_name[name].tick_params(axis="y", labelleft=i == 0)
+        by_name[name].set_ylabel(metric if i == 0 else "")
     figure = _figure(axes)
     which = f"its {len(params)} most important" if imps and len(searched) > len(params) else \
         f"the first {len(params)} of its {len(searched)}" if len(searched) > len(params) else "its"
