@@ -219,7 +219,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     config = with_data(TrialConfig.from_dict(trial.user_attrs[keys.CONFIG]), args.data_root, args.device)
     epochs = config.train.epochs
     print(f"hpsearch: retraining trial {trial.number} of study {study.study_name!r} ({config.metric}="
-          f"{trial.value:.4f}) on train+validation for {epochs} epochs", file=sys.stderr)
+          f"{trial.value:.4f}) on train+validation for {epochs} epoch{'s' if epochs != 1 else ''}", file=sys.stderr)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         print(f"  epoch {epoch}/{epochs}  train_loss {metrics['train_loss']:.4f}  train_acc "
@@ -227,7 +227,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     result = retrain(config, trial.number, study.study_name, on_epoch)
     path = save(result.payload, args.out)
-    print(f"retrained trial {trial.number}: {result.train_images:,} images (train+val), {result.epochs} epochs, "
+    print(f"retrained trial {trial.number}: {result.train_images:,} images (train+val), {result.epochs} "
+          f"epoch{'s' if result.epochs != 1 else ''}, "
           f"{result.seconds:.1f}s, {result.parameters:,} parameters")
     print(f"test set: {result.test.images:,} images\n  top-1 accuracy  {result.test.top1:.4f}\n  top-5 accuracy  "
           f"{result.test.top5:.4f}\n  (the search's {config.metric} of this configuration: {trial.value:.4f})")

@@ -207,15 +207,22 @@ def render(fmt: str, frame: pd.DataFrame, summary: Summary, imps: dict[str, floa
         return "\n".join(parts) + "\n"
     if fmt == "markdown":
         parts = [f"# Study {summary.study}", "", *(f"- {line}" for line in summary.lines()), "",
-                 f"## Best {len(frame)} trials", "", shown.to_markdown(index=False, disable_numparse=True) if len(frame)
+                 f"## Best {len(frame)} trials", "", _markdown(shown, frame) if len(frame)
                  else "None yet.", "", "## Parameter importances",
                  "", f"{imp_note}.", ""]
         if imps:
-            parts += [imp_frame.to_markdown(index=False), ""]
+            parts += [imp_frame.to_markdown(index=False, colalign=("left", "right")), ""]
         return "\n".join(parts)
     if fmt == "html":
         return _html(shown, summary, imp_frame, imp_note, images or {}, skipped or {})
     raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+
+
+def _markdown(shown: pd.DataFrame, frame: pd.DataFrame) -> str:
+    """The display table as markdown, numeric columns right-aligned (as a reader compares them)."""
+    align = ["right" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+             else "left" for c in frame.columns]
+    return str(shown.to_markdown(index=False, disable_numparse=True, colalign=align))
 
 
 def _display(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
