@@ -7,7 +7,8 @@ constant, so a key cannot drift between a writer and a reader.
 from __future__ import annotations
 
 # Trial user attributes
-CONFIG = "config"  # the trial's whole TrialConfig as a plain dict: rebuilds its model without the space file
+CONFIG = "config"  # the whole TrialConfig, as studies made before the compact attributes stored it on each trial
+EPOCHS = "epochs"  # the trial's planned epochs (its train.epochs); its config is rebuilt from the study's space
 CHECKPOINT = "checkpoint"  # artifact id of the trial's best-epoch checkpoint in the study's artifact store
 CHECKPOINT_ERROR = "checkpoint_error"  # why the checkpoint could not be stored (the result stands)
 WORKER = "worker"  # host:pid of the process that ran the trial
@@ -25,6 +26,7 @@ RESUME_ERROR = "resume_error"  # a running checkpoint that could not be used, an
 RUNNING_CHECKPOINT_ERROR = "running_checkpoint_error"  # a running state that could not be written
 
 # Study user attributes
-SPACE = "space"  # the space's identity (its trial sections, metric, direction): the resume guard compares it
+SPACE = "space"  # the space's identity (its trial sections, metric, direction): the resume guard compares it,
+# and with a trial's parameters it rebuilds that trial's TrialConfig (studies.trial_config)
 SPACE_HASH = "space_hash"  # a digest of SPACE
 SPACE_FILE = "space_file"  # the file the study was made from

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from hpsearch import keys, load_space
 from hpsearch.space import Space
 from hpsearch.study.objective import Objective, TrialFailed
+from hpsearch.study.studies import trial_config
 from hpsearch.study.worker import Worker
 from hpsearch.training import checkpoint
 from hpsearch.training import train as train_module
@@ -46,7 +47,10 @@ def test_a_trial_returns_its_best_epoch_and_records_what_it_did(space: Space, tm
     best = trial.user_attrs[keys.BEST_EPOCH]
     assert trial.value == trial.intermediate_values[best] == max(trial.intermediate_values.values())
     assert trial.user_attrs[keys.EPOCHS_RUN] == 2 and trial.user_attrs[keys.EPOCHS_TRAINED] == 2
-    assert trial.user_attrs[keys.CONFIG]["model"]["width"] == trial.params["model.width"]
+    assert trial.user_attrs[keys.EPOCHS] == 2 and keys.CONFIG not in trial.user_attrs
+    assert max(len(repr(v)) for v in trial.user_attrs.values()) < 60  # a table of trials stays readable
+    study.set_user_attr(keys.SPACE, space.identity())  # as create_or_resume stores it
+    assert trial_config(study, trial).model.width == trial.params["model.width"]
     kept = tmp_path / "artifacts" / trial.user_attrs[keys.CHECKPOINT]
     payload = checkpoint.load_payload(kept)
     assert payload["trial"] == 0 and payload["epoch"] == best and payload["value"] == trial.value

@@ -153,6 +153,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..results.export import export
+    from ..results.report import metric_name
     from ..training.checkpoint import load_payload
 
     if args.space and Path(args.space).suffix.lower() in CHECKPOINT_SUFFIXES:  # a file, e.g. retrain's final.pt
@@ -173,7 +174,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         source = checkpoint_file(study, url, trial)
         _check_writable(args.out)
         path = export(source, args.out, args.format)
-        metric = trial.user_attrs.get(keys.CONFIG, {}).get("metric", "value")
+        metric = metric_name(study)
         print(f"wrote {path}: trial {trial.number} of study {study.study_name!r}, {metric}={trial.value:.4f} "
               f"(epoch {trial.user_attrs.get(keys.BEST_EPOCH, '?')}), as {args.format}")
     if args.format == "exported" and path.suffix != ".pt2":
@@ -207,16 +208,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from ..results.evaluation import retrain, with_data
-    from ..space import TrialConfig
-    from ..study.storage import StudyError
+    from ..study.studies import trial_config
     from ..training.checkpoint import save
 
     study, url = open_study(args)
     trial = chosen_trial(study, args.trial)
-    if keys.CONFIG not in trial.user_attrs:
-        raise StudyError(f"trial {trial.number} has no stored config (was the study made by hpsearch?)")
+    config = trial_config(study, trial)  # before any file is written: a plain Optuna study has none
     _check_writable(args.out)
-    config = with_data(TrialConfig.from_dict(trial.user_attrs[keys.CONFIG]), args.data_root, args.device)
+    config = with_data(config, args.data_root, args.device)
     epochs = config.train.epochs
     print(f"hpsearch: retraining trial {trial.number} of study {study.study_name!r} ({config.metric}="
           f"{trial.value:.4f}) on train+validation for {epochs} epoch{'s' if epochs != 1 else ''}", file=sys.stderr)

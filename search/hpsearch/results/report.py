@@ -19,6 +19,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import keys
+from ..study.progress import planned_epochs
 from ..study.storage import StudyError, artifact_dir, redact
 from ..study.studies import load
 
@@ -153,7 +154,7 @@ def summarize(study: optuna.Study, url: str = "") -> Summary:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             ran = int(t.user_attrs.get(keys.EPOCHS_RUN, len(t.intermediate_values)))
             run += ran
-            full += int((t.user_attrs.get(keys.CONFIG) or {}).get("train", {}).get("epochs", ran))
+            full += planned_epochs(t.user_attrs) or ran
     starts = [t.datetime_start for t in done if t.datetime_start]
     ends = [t.datetime_complete for t in done if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .checker import OptionCheck, check
 from .overrides import Override
 from .rules import TOP_KEYS
 from .space import Space
-from .yamlfile import Problem, SpaceError, parse
+from .yamlfile import Document, Problem, SpaceError, parse
 
 MAX_BYTES = 1_000_000  # a space file's size at most
 
@@ -43,4 +45,15 @@ def load_space(path: str | Path, overrides: Sequence[Override] = (),
     space, problems = check(doc, overrides, default_name=path.stem, option_check=option_check)
     if problems:
         raise SpaceError(sorted(problems, key=lambda p: (not p.source.startswith("--set "), p.line or 0)))
+    return space
+
+
+def space_from_identity(identity: dict[str, Any], source: str = "the study's stored space") -> Space:
+    """The Space a study was made from, rebuilt from what it stores (Space.identity()): its sections, metric and
+    direction. With a trial's parameters it gives back that trial's TrialConfig (suggest on an optuna.FixedTrial)."""
+    tree = {k: copy.deepcopy(v) for k, v in identity.items() if k not in ("metric", "direction")}
+    tree["study"] = {"metric": identity.get("metric", "val_acc"), "direction": identity.get("direction", "maximize")}
+    space, problems = check(Document(source, tree), (), default_name="study")
+    if problems:
+        raise SpaceError(problems)
     return space

@@ -32,7 +32,7 @@ class Param:
     step: float | None = None
     choices: tuple[Any, ...] | None = None
 
-    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
         if self.type == "categorical":
             assert self.choices is not None
             return trial.suggest_categorical(name, list(self.choices))
@@ -122,13 +122,13 @@ class Space:
 # Sampling
 
 
-def suggest(trial: optuna.Trial, space: Space) -> C.TrialConfig:
+def suggest(trial: optuna.trial.BaseTrial, space: Space) -> C.TrialConfig:
     """Sample one concrete TrialConfig (define-by-run: a branch's parameters exist only when it is chosen)."""
     values: dict[str, Any] = {name: _sample(section, name, trial) for name, section in space.sections.items()}
     return C.TrialConfig.from_dict({**values, "metric": space.study.metric})
 
 
-def _sample(section: Section, prefix: str, trial: optuna.Trial) -> dict[str, Any]:
+def _sample(section: Section, prefix: str, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in section.fields.items():
         if isinstance(value, Param):

@@ -109,7 +109,8 @@ class Objective:
 
     def _run(self, trial: optuna.Trial, chain: list[int]) -> float:
         config = suggest(trial, self.space)
-        set_user_attrs(trial, {keys.CONFIG: config.to_dict(), keys.WORKER: f"{socket.gethostname()}:{os.getpid()}",
+        set_user_attrs(trial, {keys.EPOCHS: config.train.epochs,  # the config itself: studies.trial_config
+                               keys.WORKER: f"{socket.gethostname()}:{os.getpid()}",
                                **({keys.RUN: self.run} if self.run else {})})
         device, data = self.worker.device, self.worker.data
         state = self._resumed_state(trial, chain, config) if chain else None

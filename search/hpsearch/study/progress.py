@@ -27,7 +27,7 @@ class Progress:
             return
         if self.bar_trial != trial.number:
             self.close()
-            total = trial.user_attrs.get(keys.CONFIG, {}).get("train", {}).get("epochs")
+            total = planned_epochs(trial.user_attrs)
             self.bar = tqdm(total=total, desc=f"trial {trial.number}", unit="epoch", leave=False,
                             file=self.stream, dynamic_ncols=True, disable=None)  # None: off when not a terminal
             self.bar_trial = trial.number
@@ -48,7 +48,7 @@ class Progress:
 
 def format_trial(trial: FrozenTrial, metric: str) -> str:
     epochs = trial.user_attrs.get(keys.EPOCHS_RUN, len(trial.intermediate_values))
-    total = trial.user_attrs.get(keys.CONFIG, {}).get("train", {}).get("epochs", "?")
+    total = planned_epochs(trial.user_attrs) or "?"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     if trial.state == TrialState.COMPLETE and trial.value is not None:
         value = f"{metric}={trial.value:.4f}"
@@ -65,3 +65,11 @@ def format_trial(trial: FrozenTrial, metric: str) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def planned_epochs(user_attrs: dict[str, Any]) -> int | None:
+    """A trial's planned epochs: keys.EPOCHS, or (studies made before it) its stored config's train.epochs."""
+    if keys.EPOCHS in user_attrs:
+        return int(user_attrs[keys.EPOCHS])
+    epochs = (user_attrs.get(keys.CONFIG) or {}).get("train", {}).get("epochs")
+    return int(epochs) if epochs is not None else None

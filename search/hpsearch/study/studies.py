@@ -10,7 +10,8 @@ from typing import Any
 import optuna
 
 from .. import keys
-from ..space import Space
+from ..space import Space, SpaceError, TrialConfig, suggest
+from ..space.load import space_from_identity
 from .samplers import make_pruner, make_sampler
 from .seeds import concurrent_offset, seed_offset
 from .storage import StudyError, open_storage, redact
@@ -90,6 +91,22 @@ def _existing(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study |
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return None
+
+
+def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrialConfig:
+    """A trial's whole TrialConfig: rebuilt from the study's stored space and the trial's parameters (the trial
+    itself stores only the parameters, so that a table of trials stays readable); older studies stored it whole."""
+    if keys.CONFIG in trial.user_attrs:
+        return TrialConfig.from_dict(trial.user_attrs[keys.CONFIG])
+    identity = study.user_attrs.get(keys.SPACE)
+    if not isinstance(identity, dict):
+        raise StudyError(f"study {study.study_name!r} has no stored space: it was not made by hpsearch, so its "
+                         f"trial {trial.number} cannot be rebuilt")
+    try:
+        return suggest(optuna.trial.FixedTrial(trial.params, trial.number), space_from_identity(identity))
+    except (ValueError, KeyError, SpaceError) as exc:
+        raise StudyError(f"trial {trial.number} of study {study.study_name!r} does not fit the study's stored "
+                         f"space ({exc})") from None
 
 
 def load(url: str, study_name: str) -> optuna.Study:
