@@ -11,7 +11,7 @@ import pytest
 from hpsearch import SpaceError, load_space, suggest
 from hpsearch.space.registry import PRUNERS, SAMPLERS
 from hpsearch.study.samplers import make_pruner, make_sampler
-from hpsearch.study.storage import StudyError, artifact_dir, open_storage, redact, storage_url
+from hpsearch.study.storage import StudyError, artifact_dir, open_storage, redact, running_dir, storage_url
 from hpsearch.study.studies import create_or_resume, diff, load
 
 HERE = Path(__file__).resolve().parents[1]  # tests/
@@ -258,3 +258,15 @@ def test_sqlite_storage_is_wal_with_normal_sync(tmp_path: Path) -> None:
     with storage.engine.connect() as conn:  # type: ignore[attr-defined]
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_studies_of_one_name_on_two_storages_keep_their_running_states_apart() -> None:
+    """A SQLite study and a PostgreSQL study named alike, run from one folder: trial-0.pt of one must never be the
+    other's (a SIGTERM of one overwrote the other's). The workers of one study, given one URL, share the folder."""
+    sqlite = running_dir("sqlite:///studies/x.db", "x")
+    server = running_dir("postgresql://u:secret@db/h", "x")
+    assert sqlite == Path("studies/x/running")
+    assert server.parent == sqlite.parent and server != sqlite and server.name.startswith("running-")
+    assert running_dir("postgresql://u:other@db/h", "x") == server  # the password is not part of it
+    assert running_dir("postgresql://u:secret@db2/h", "x") != server
+    assert "secret" not in str(server)

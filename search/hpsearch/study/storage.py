@@ -6,6 +6,7 @@ Optuna's RDB storage is the whole distributed engine: every worker on every mach
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import sqlite3
@@ -62,8 +63,15 @@ def artifact_store(url: str, study_name: str) -> FileSystemArtifactStore:
 
 
 def running_dir(url: str, study_name: str) -> Path:
-    """Where running trials keep their last-epoch state for a retry: beside the study's artifacts."""
-    return artifact_dir(url, study_name).parent / "running"
+    """Where running trials keep their last-epoch state for a retry: beside the study's artifacts, in a folder of
+    that storage's own. A SQLite study's folder sits beside its file; a server's studies share ./studies/<name>/
+    with the default SQLite study of the same name, so theirs is `running-<digest of the URL>` (the password left
+    out): two studies of one name never overwrite each other's trial-N.pt, and every worker of one study, given
+    the same URL, finds the same files."""
+    if _sqlite_file(url) is not None:
+        return artifact_dir(url, study_name).parent / "running"
+    digest = hashlib.sha256(redact(url).encode()).hexdigest()[:10]
+    return artifact_dir(url, study_name).parent / f"running-{digest}"
 
 
 def open_storage(url: str, spec: StudySpec | None = None) -> optuna.storages.BaseStorage:
