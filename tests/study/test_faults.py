@@ -270,3 +270,23 @@ def test_a_storage_that_fails_under_a_trial_stops_the_worker_and_the_rerun_retri
                  "--set", "study.resume_interval=0"]) == 0
     rerun = _study(workdir).trials[2]
     assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["resumed_from"] == 1
+
+
+def test_the_cpu_allocator_running_out_fails_the_trial_like_out_of_memory(workdir: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's CPU allocator raises a plain RuntimeError: it is the trial's out of memory, not a traceback."""
+    real_build = train_module.build_model
+    built: list[int] = []
+
+    def build(config: Any, num_classes: int, trial_config: Any = None) -> torch.nn.Module:
+        built.append(1)
+        if len(built) == 1:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory:"
+                               " you tried to allocate 6250000000000 bytes. Error code 12 (Cannot allocate memory)")
+        return real_build(config, num_classes, trial_config)
+
+    monkeypatch.setattr(train_module, "build_model", build)
+    assert main(["run", str(TINY), "--trials", "2"]) == 0
+    first, second = _study(workdir).trials
+    assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"].startswith("out of cpu memory")
+    assert second.state == TrialState.COMPLETE

@@ -40,6 +40,10 @@ STORAGE_FAULTS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.Operati
                   sqlalchemy.exc.InterfaceError)
 
 
+# How torch's CPU allocator says it ran out of memory (it raises a plain RuntimeError, not OutOfMemoryError).
+CPU_OUT_OF_MEMORY = ("can't allocate memory", "not enough memory", "DefaultCPUAllocator")
+
+
 class StorageFault(HpsearchError):
     """The study's storage failed under a running trial: the worker stops; the trial is retried by a later run."""
 
@@ -158,6 +162,10 @@ class Objective:
             raise TrialFailed(str(exc)) from None
         except torch.OutOfMemoryError:
             out_of_memory = True  # handled below, once the traceback (and the model it holds) is gone
+        except RuntimeError as exc:  # the CPU allocator's out of memory is a plain RuntimeError
+            if not any(words in str(exc) for words in CPU_OUT_OF_MEMORY):
+                raise
+            out_of_memory = True
         if out_of_memory:
             gc.collect()
             if torch.cuda.is_available():
