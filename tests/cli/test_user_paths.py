@@ -81,7 +81,8 @@ def test_a_multi_objective_study_is_one_message_for_every_verb(workdir: Path,
 def test_retrain_on_a_plain_optuna_study_is_one_message(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{workdir / 'p.db'}"
     optuna.create_study(storage=url, study_name="plain").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    assert "has no stored config" in _error(capsys, ["retrain", "--storage", url, "--study", "plain", "--out", "f"])
+    assert "has no stored space: it was not made by hpsearch" in _error(
+        capsys, ["retrain", "--storage", url, "--study", "plain", "--out", "f"])
 
 
 def test_an_npz_whose_members_are_not_arrays_is_one_message(workdir: Path,

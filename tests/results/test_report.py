@@ -138,7 +138,8 @@ def test_report_csv_parses_into_the_same_rows(searched: Searched, tmp_path: Path
 def test_report_markdown_and_html_with_embedded_plots(searched: Searched, tmp_path: Path) -> None:
     assert main(["report", *searched.where(), "--format", "markdown", "--out", str(tmp_path / "r.md")]) == 0
     md = (tmp_path / "r.md").read_text()
-    assert md.startswith("# Study tiny\n\n- study 'tiny' in ") and "| rank" in md and "| parameter" in md
+    assert md.startswith("# Study tiny\n\n- study 'tiny' in ") and "|   rank |" in md and "| parameter" in md
+    assert "|-------:|" in md  # numbers right-aligned
     assert main(["report", *searched.where(), "--format", "html", "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     assert page.startswith("<!doctype html>") and page.count("<table") == 2
