@@ -1,7 +1,8 @@
 """The command line: `hpsearch VERB`, its parser and verbs, and the look-up of a study from a command line.
 
-The top of the package: it may import every part, and no part imports it (a CI contract, .importlinter). It imports
-torch only inside the verbs that train or load a model, so `hpsearch --help` and `hpsearch validate` stay fast.
+The top of the package: it may import every part, and no part imports it (a CI contract: pyproject.toml
+[tool.importlinter]). It imports torch only inside the verbs that train or load a model, so `hpsearch --help` and
+`hpsearch validate` stay fast.
 """
 
 from .app import main

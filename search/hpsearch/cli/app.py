@@ -17,6 +17,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -102,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
             examples:
               hpsearch bench --data-root ~/datasets --batch-size 512
               hpsearch bench --models cnn6 --steps 2 --warmup 1 --batch-size 16      # seconds, synthetic data
-              hpsearch bench --overhead spaces/smoke.yaml --trials 40 --workers 1,2,4"""))
+              hpsearch bench --overhead spaces/smoke.yaml --trials 40 --workers 1,2,4
+              hpsearch bench --suite gpu --out gpu-check --data-root DIR   # every GPU figure, under 8 minutes
+              hpsearch bench --suite gpu --out /tmp/dry --dry-run           # the same steps, tiny, any device"""))
     bench.add_argument("--models", default="cnn6,resnet18", help="comma-separated: cnn6, resnet18")
     bench.add_argument("--batch-size", type=positive_int, default=512)
     bench.add_argument("--steps", type=positive_int, default=20, help="timed steps per loop (default 20)")
@@ -118,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--overhead", metavar="SPACE", help="measure a search's start-up and overhead instead")
     bench.add_argument("--trials", type=positive_int, default=20, help="with --overhead: trials per run")
     bench.add_argument("--workers", default="1", help="with --overhead: worker counts to try, e.g. 1,2,4")
+    bench.add_argument("--suite", choices=("gpu",), help="gpu: the device check, every GPU figure in one run "
+                                                         "(docs/BENCHMARKS.md), written under --out")
+    bench.add_argument("--out", metavar="DIR", help="with --suite: the folder for gpu-check.json and .md")
+    bench.add_argument("--dry-run", action="store_true", help="with --suite: every step tiny, on any device")
     cli_results.add_parsers(verbs, _Formatter)
     return parser
 
@@ -355,6 +362,18 @@ def next_steps(args: argparse.Namespace, url: str, study_name: str, artifacts: s
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import bench
     from ..study.samplers import load_space
+
+    if args.suite:
+        from ..bench import suite
+
+        if not args.out:
+            raise UsageError("--suite gpu needs --out DIR, the folder for gpu-check.json and gpu-check.md")
+        budgets = {k: float(suite.DRY_BUDGET if args.dry_run else v) for k, v in suite.BUDGETS.items()}
+        ctx = suite.Context(Path(args.out), args.dry_run, args.data_root, args.device, "spaces/cifar100.yaml",
+                            budgets)
+        record = suite.run_suite(ctx, out=lambda line: print(line, file=sys.stderr, flush=True))
+        print(suite.markdown(record), end="")
+        return 0 if all(e["status"] in ("ok", "skipped") for e in record["steps"].values()) else 1
 
     if args.overhead:
         try:

@@ -3,5 +3,5 @@
 Owns reports (a study's trials as a pandas DataFrame, summaries, formats), plots (Optuna's visualisations,
 restyled), the dashboard (optuna-dashboard with the study's checkpoints), export (TorchScript, torch.export) and the
 test set (evaluate a checkpoint, retrain a configuration on train+validation). Imports the space, training and study
-parts; must not import the CLI (a CI contract, .importlinter).
+parts; must not import the CLI (a CI contract: pyproject.toml [tool.importlinter]).
 """

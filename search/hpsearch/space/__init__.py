@@ -2,8 +2,8 @@
 
 Owns the YAML reader that keeps lines (yamlfile), the TrialConfig dataclasses (config), the component registries
 (registry: names, fields read, rules), the rules tables (rules), the checker, `--set` overrides, the JSON Schema
-(schema) and sampling (space.suggest). Must not import torch or Optuna (a CI contract, .importlinter): a space is
-checked by `hpsearch validate` and edited with the schema without either.
+(schema) and sampling (space.suggest). Must not import torch or Optuna (a CI contract: pyproject.toml
+[tool.importlinter]): a space is checked by `hpsearch validate` and edited with the schema without either.
 """
 
 from .config import TrialConfig

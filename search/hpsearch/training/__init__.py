@@ -4,5 +4,5 @@ Owns the raw data sets (rawdata: arrays, no torch at import), device data with b
 normalisation (data), the device and precision (device), the model, optimizer and schedule builders attached to the
 space's registries (models, optim), the training loop (train), the one evaluation loop (evaluate) and the checkpoint
 file format (checkpoint). Imports the space part; must not import Optuna, the study, results or CLI parts (a CI
-contract, .importlinter). Its one hook is a callback per epoch.
+contract: pyproject.toml [tool.importlinter]). Its one hook is a callback per epoch.
 """
