@@ -243,3 +243,27 @@ def test_real_cifar100_small_cnn_learns(tmp_path: Path, capsys: pytest.CaptureFi
               f"{[round(m['val_acc'], 4) for m in result.history]} in {time.perf_counter() - start:.1f}s "
               f"({result.train_images_per_sec:.0f} train images/s)")
     assert result.history[-1]["val_acc"] > 0.05  # chance is 0.01
+
+
+def test_the_channels_last_step_of_the_gpu_runs_on_the_cpu_and_agrees() -> None:
+    """Trials use channels_last on CUDA only; the same Step with the model and batches in channels_last runs here,
+    and its loss and update agree with the contiguous layout's (the layout changes no arithmetic that matters)."""
+    from hpsearch.training.optim import build_optimizer, build_scheduler
+    from hpsearch.training.train import Step
+
+    config = tiny()
+    losses, weights = [], []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = build_model(config.model, 4)
+        x = torch.randn(8, 3, 32, 32)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        optimizer = build_optimizer(config.optimizer, model.parameters(), CPU)
+        step = Step(model, optimizer, build_scheduler(config.scheduler, optimizer, 1, 1, config.metric), config, CPU)
+        loss, _ = step(x, torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]))
+        losses.append(float(loss))
+        weights.append(next(model.parameters()).detach().clone())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert torch.allclose(weights[0], weights[1], atol=1e-5)
