@@ -290,3 +290,23 @@ def test_the_cpu_allocator_running_out_fails_the_trial_like_out_of_memory(workdi
     first, second = _study(workdir).trials
     assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"].startswith("out of cpu memory")
     assert second.state == TrialState.COMPLETE
+
+
+def test_anything_else_a_trial_raises_fails_that_trial_and_the_study_goes_on(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    real_train = objective_module.train
+    calls: list[int] = []
+
+    def train(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise IndexError("index 7 is out of bounds for dimension 0 with size 4 (an unforeseen case)")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train", train)
+    assert main(["run", str(TINY), "--trials", "2"]) == 0
+    first, second = _study(workdir).trials
+    assert first.state == TrialState.FAIL and second.state == TrialState.COMPLETE
+    assert first.user_attrs["fail_reason"] == ("the trial raised IndexError in epoch 1: index 7 is out of bounds for "
+                                               "dimension 0 with size 4 (an unforeseen case)")
+    assert "Traceback" not in capsys.readouterr().err

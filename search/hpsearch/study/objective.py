@@ -103,6 +103,13 @@ class Objective:
             raise StorageFault(f"{reason}\nthe search stopped; the trial's last saved epoch is kept. Fix: free disk "
                                "space or bring the database server back, then rerun the same command: the trial "
                                "is retried (a trial left running is retried once its heartbeats are stale)") from None
+        except (TrialFailed, optuna.TrialPruned):
+            raise
+        except Exception as exc:  # anything else a trial raises is that trial's failure, and the study goes on
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"the trial raised {type(exc).__name__} in epoch {self.epochs_seen + 1}: {first[:500]}"
+            self._fail(trial, reason, self.epochs_seen)
+            raise TrialFailed(reason) from exc
         finally:
             if self.running is not None and not stopped:  # ended for good: its running state is not needed
                 try:
