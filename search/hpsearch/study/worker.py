@@ -37,12 +37,14 @@ class Worker:
              storage: optuna.storages.BaseStorage | None = None, run: str = "") -> Worker:
         """Check that the study may take this space (at once: before the data loads), load the data onto the
         device, then open (or create) the study; `process`: this worker's index under --workers; `storage`: the
-        study's storage when the caller has opened it (from open_storage with the space's StudySpec); `run`: the
+        study's storage when the caller has opened it (from open_storage with the space's StudySpec) and checked
+        the space on it (studies.check_resumable); `run`: the
         command's id (seeds.concurrent_offset). A SQLite
         file that does not exist yet is created only once the data has loaded."""
-        storage = storage or open_if_exists(url, space.study)
-        if storage is not None:
-            check_resumable(space, url, study_name, storage)
+        if storage is None:  # a caller that hands its storage has checked the space on it already
+            storage = open_if_exists(url, space.study)
+            if storage is not None:
+                check_resumable(space, url, study_name, storage)
         device = resolve_device(space.fixed_train_device())
         data = prepare(space.fixed_data(), device)
         study = create_or_resume(space, url, study_name, process, storage or open_storage(url, space.study), run)
