@@ -29,7 +29,7 @@ from hpsearch.study.samplers import make_sampler
 from hpsearch.study.storage import StudyError
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((ROOT / "spaces").glob("*.yaml")) + sorted((ROOT / "tests" / "spaces").glob("*.yaml"))
+SHIPPED = sorted((ROOT / "spaces").glob("**/*.yaml")) + sorted((ROOT / "tests" / "spaces").glob("*.yaml"))
 TEXTS = {p.name: p.read_text() for p in SHIPPED}
 EXAMPLES = int(os.environ.get("HPSEARCH_FUZZ_EXAMPLES", "300"))
 

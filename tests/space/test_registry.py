@@ -48,7 +48,8 @@ def _space(tmp_path: Path, text: str) -> Path:
     ("optimizer:\n  choose:\n    sgd: {nesterov: true, momentum: 0.0}\n    adam: {}\n",
      "s.yaml:3: optimizer.choose.sgd.momentum: optimizer 'sgd': nesterov needs momentum > 0",
      TrialConfig(optimizer=OptimizerConfig(nesterov=True, momentum=0.0))),
-    ("model: {widths: [4, 4, 4, 4, 4, 4]}\n", "s.yaml:1: model.widths: model 'cnn': 6 stages shrink a 32x32 image",
+    ("model: {widths: [4, 4, 4, 4, 4, 4]}\n",
+     "s.yaml:1: model.widths: model 'cnn': 6 stages, each ending in a 2x2 pool, shrink a 32x32 image",
      TrialConfig(model=ModelConfig(widths=(4,) * 6))),
 ])
 def test_a_rule_is_refused_by_validate_and_by_the_builder(tmp_path: Path, text: str, where: str,

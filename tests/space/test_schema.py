@@ -15,7 +15,7 @@ from hpsearch.cli import main
 from hpsearch.space.yamlfile import SpaceError, parse
 
 ROOT = Path(__file__).resolve().parents[2]
-SPACES = sorted([*ROOT.glob("spaces/*.yaml"), *ROOT.glob("tests/spaces/*.yaml")])
+SPACES = sorted([*ROOT.glob("spaces/**/*.yaml"), *ROOT.glob("tests/spaces/*.yaml")])
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,8 @@ def test_yaml_tags_are_refused(tmp_path: Path) -> None:
     ("train: {precision: fp8}\n", "train.precision: unknown precision 'fp8'; known: auto, bf16, fp16, fp32"),
     ("train: {device: gpu}\n", "train.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
     ("train: {label_smoothing: 1.0}\n", "train.label_smoothing: must be in [0, 1), got 1"),
-    ("data: {dataset: imagenet}\n", "data.dataset: unknown dataset 'imagenet'; known: cifar100, cifar10, synthetic"),
+    ("data: {dataset: imagenet}\n", "data.dataset: unknown dataset 'imagenet'; known: cifar100, cifar10, mnist, "
+     "fashion_mnist, imagefolder, synthetic"),
     ("data: {val_size: {type: int, low: 1, high: 5}}\n", "data.val_size: cannot be searched"),
     ("data: {augment: {flip: maybe}}\n", "data.augment.flip: expected true or false, got 'maybe'"),
     ("data: {augment: 3}\n", "data.augment: expected a mapping of data.augment settings, got 3"),
@@ -98,7 +99,8 @@ def test_yaml_tags_are_refused(tmp_path: Path) -> None:
     ("model: {name: resnet18, width: 8}\n", "model.width: model 'resnet18' does not read 'width'"),
     ("model: {widths: [8, 16], stages: 2}\n", "model.stages: give `widths` (it sets the stages) or stages"),
     ("model: {widths: [8, x]}\n", "model.widths: expected a list of whole numbers or null, got [8, 'x']"),
-    ("model: {stages: 6}\n", "model.stages: must be in [1, 5], got 6"),
+    ("model: {stages: 6}\n", "model.widths: model 'cnn': 6 stages, each ending in a 2x2 pool, shrink a 32x32 image"),
+    ("model: {stages: 17}\n", "model.stages: must be in [1, 16], got 17"),
     ("model: {width: {type: float, low: 8, high: 16}}\n", "model.width.type: this field takes whole numbers"),
     ("model: {widths: {type: categorical, choices: [8, 16]}}\n", "model.widths: cannot be searched"),
     ("model: {dropout: {type: float, low: 0.6, high: 0.2}}\n",
@@ -195,7 +197,7 @@ def test_bad_set_is_reported_as_coming_from_the_command_line(tmp_path: Path) -> 
 def test_a_section_made_by_set_is_blamed_on_that_set(tmp_path: Path) -> None:
     """--set foo.bar=2 makes the section foo: its problem names the override, not the file's first line."""
     assert one_problem(tmp_path, "train: {epochs: 3}\n", ("foo.bar=2",)) == \
-        "--set foo.bar=2: foo: unknown section 'foo'; known: study, data, train, model, optimizer, scheduler"
+        "--set foo.bar=2: foo: unknown section 'foo'; known: study, data, train, model, optimizer, scheduler, cases"
 
 
 def test_a_key_set_twice_is_refused_as_a_duplicate_key_is(tmp_path: Path) -> None:
@@ -205,7 +207,7 @@ def test_a_key_set_twice_is_refused_as_a_duplicate_key_is(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("text, expected", [
     ("model: {name: {type: categorical, choices: [cnn, resnet50]}}\n",
-     "s.yaml:1: model.name.choices.1: unknown name 'resnet50'; known: cnn, resnet18, resnet34"),
+     "s.yaml:1: model.name.choices.1: unknown name 'resnet50'; known: cnn, resnet18, resnet34, mlp"),
     ("train: {epochs: 1" + "0" * 400 + "}\n", "s.yaml:1: train.epochs: must be in [1, 10000], got a 401-digit number"),
     ("model: {width: 100000}\n", "s.yaml:1: model.width: must be in [1, 4096], got 100000"),
     ("data: {dataset: synthetic, synthetic: {size: 100000000000}}\n",

@@ -7,8 +7,10 @@ collects Problems. A component's rules are applied wherever the fields they read
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -18,8 +20,10 @@ from . import config as C
 from .overrides import Override, Overrides, apply_override
 from .registry import DATASETS, NAMED_SECTIONS, PRUNERS, SAMPLERS, Registry
 from .rules import (
+    CASE_GROUP,
     DIRECTIONS,
     KINDS,
+    MAX_CASE_COMBINATIONS,
     OPTIONS,
     PARAM_KEYS,
     RANGES,
@@ -63,6 +67,8 @@ class _Checker:
             self.problems.append(Problem(self.doc.source, self.doc.line(path), ".".join(path), message))
 
     def space(self, default_name: str) -> Space:
+        if "cases" in self.doc.value:
+            return self.space_with_cases(default_name)
         tree: dict[str, Any] = self.doc.value
         for key in tree:
             if key not in TOP_KEYS:
@@ -84,6 +90,103 @@ class _Checker:
         if not self.problems:
             self.component_rules(sections, study.metric)
         return Space(self.doc.source, study, sections, tree)
+
+    # -- cases ---------------------------------------------------------------------------------------------------
+
+    def space_with_cases(self, default_name: str) -> Space:
+        """A space with `cases:`: the sections sample as usual, then each group picks one of its rows, whose fixed
+        values land on the sampled trial. Every combination of rows is checked as the whole space it makes, each
+        problem blamed on the row's line; the sections alone are not checked, since a row may be what makes them
+        valid (a row that picks adam makes its betas readable)."""
+        cases = self.cases(self.doc.value["cases"])
+        base_doc = Document(self.doc.source, {k: v for k, v in self.doc.value.items() if k != "cases"},
+                            self.doc.lines)
+        base = _Checker(base_doc, self.overrides, [], self.option_check).space(default_name)
+        space = dataclasses.replace(base, tree=self.doc.value, cases=cases)
+        if self.problems:
+            return space  # the rows themselves are malformed: their combinations would only repeat it
+        groups = list(cases)
+        count = math.prod(len(rows) for rows in cases.values())
+        if count > MAX_CASE_COMBINATIONS:
+            self.problem(("cases",), f"the groups make {count:,} combinations of rows; at most "
+                                     f"{MAX_CASE_COMBINATIONS:,} (split the table into several spaces)")
+            return space
+        seen: set[str] = set()
+        for combo in itertools.product(*(list(cases[g]) for g in groups)):
+            tree, overrides = copy.deepcopy(base_doc.value), copy.deepcopy(self.overrides)
+            found: list[Problem] = []
+            rows: dict[str, tuple[str, tuple[str, ...]]] = {}  # a value's blame -> its row and path
+            for group, row in zip(groups, combo, strict=True):
+                for key, value in cases[group][row].items():
+                    where = f"cases.{group}.{row}.{key}"
+                    rows[where] = (f"cases.{group}.{row}", ("cases", group, row, key))
+                    apply_override(tree, (f"{key}={json.dumps(value)}", where), found, overrides)
+            _Checker(Document(self.doc.source, tree, self.doc.lines), overrides, found,
+                     self.option_check).space(default_name)
+            for problem in found:
+                if problem.source in rows:  # blamed on a row's value: the file's line of that value
+                    row_name, row_path = rows[problem.source]
+                    problem = Problem(self.doc.source, self.doc.line(row_path), f"{problem.path} (row {row_name})",
+                                      problem.message)
+                if str(problem) not in seen:
+                    seen.add(str(problem))
+                    self.problems.append(problem)
+        return space
+
+    def cases(self, raw: Any) -> dict[str, dict[str, dict[str, Any]]]:
+        """`cases:` as {group: {row: {dotted field: value}}}, each value coerced to its field's type; the shape,
+        the field paths and what a row may set are checked here, the values' meaning by the combinations."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        if not isinstance(raw, dict) or not raw:
+            self.problem(("cases",), f"expected a mapping of groups, each a mapping of named rows of fixed values "
+                                     f"(e.g. cases: {{net: {{small: {{model.width: 32}}}}}}), got {raw!r}")
+            return out
+        for group, rows in raw.items():
+            gpath = ("cases", str(group))
+            if not isinstance(group, str) or not re.fullmatch(CASE_GROUP, group):
+                self.problem(gpath, f"a group's name is a letter, then letters, digits or '_'; got {group!r}")
+                continue
+            if not isinstance(rows, dict) or not rows:
+                self.problem(gpath, f"expected a mapping of named rows, each a mapping of fixed values, got {rows!r}")
+                continue
+            out[group] = {}
+            for row, values in rows.items():
+                rpath = (*gpath, str(row))
+                if not isinstance(row, str) or not row:
+                    self.problem(rpath, f"a row's name is a string (it is the trial's parameter value), got {row!r}")
+                    continue
+                values = values or {}
+                if not isinstance(values, dict):
+                    self.problem(rpath, f"expected a mapping of dotted fields to values (model.width: 32), "
+                                        f"got {values!r}")
+                    continue
+                out[group][row] = {key: self.case_value(key, value, (*rpath, str(key)))
+                                   for key, value in values.items()}
+        return out
+
+    def case_value(self, key: Any, value: Any, path: tuple[str, ...]) -> Any:
+        """A row's value for `key` (a field's dotted path), coerced; problems for what a row may not set."""
+        parts = key.split(".") if isinstance(key, str) else []
+        cls = C.SECTION_TYPES.get(".".join(parts[:-1])) if len(parts) >= 2 else None
+        fields = {f.name: f for f in dataclasses.fields(cls)} if cls is not None else {}
+        if not parts or parts[0] not in SECTIONS or parts[-1] not in fields:
+            self.problem(path, f"expected a field's dotted path in {', '.join(SECTIONS)} (model.width, "
+                               f"data.augment.flip, optimizer.name), got {key!r}")
+            return value
+        if any(key == u or key.startswith(f"{u}.") for u in UNSEARCHABLE):
+            self.problem(path, "a row cannot set this: every trial of a study must see the same data and setup; "
+                               "give it in its section")
+            return value
+        if isinstance(value, dict):
+            self.problem(path, f"a row gives fixed values; searching is done in the sections, got {value!r}")
+            return value
+        node: Any = self.doc.value
+        for part in parts:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and "type" in node:
+            self.problem(path, f"{key} is searched in the {parts[0]} section; a row fixes it: keep one of the two")
+        ok, coerced = _coerce(str(fields[parts[-1]].type), value)
+        return coerced if ok else value  # a wrong type is reported by the combinations, with the field's words
 
     # -- study ---------------------------------------------------------------------------------------------------
 
@@ -358,6 +461,8 @@ class _Checker:
             for other in ("stages", "width", "width_growth"):
                 if other in model.fields:
                     self.problem(("model", other), f"give `widths` (it sets the stages) or {other}, not both")
+        if model.fields.get("kernel_sizes") is not None and "kernel_size" in model.fields:
+            self.problem(("model", "kernel_size"), "give `kernel_sizes` (one per stage) or kernel_size, not both")
         milestones = sections["scheduler"].fields.get("milestones")
         if isinstance(milestones, tuple) and list(milestones) != sorted(set(milestones)):
             self.problem(("scheduler", "milestones"), f"must be increasing, got {list(milestones)}")
@@ -459,7 +564,7 @@ def _coerce(kind: str, value: Any) -> tuple[bool, Any]:
         return ok, float(value) if ok else value
     if kind == "str":
         return isinstance(value, str), value
-    if kind in ("tuple[int, ...]", "tuple[float, float]") and isinstance(value, list):
+    if kind in ("tuple[int, ...]", "tuple[float, float]", "tuple[float, ...]") and isinstance(value, list):
         item = "int" if kind == "tuple[int, ...]" else "float"
         coerced = [_coerce(item, v) for v in value]
         ok = all(c[0] for c in coerced) and (kind != "tuple[float, float]" or len(value) == 2)

@@ -14,6 +14,10 @@ from typing import Any
 # Closed vocabularies. The component names (models, optimizers, schedulers, data sets, samplers, pruners) are
 # the registries' (registry.py).
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+POOLS = ("max", "avg", "none")
+HEADS = ("avgpool", "flatten")
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "leaky_relu")
+INITS = ("kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "default")
 # Each metric with the direction that makes it better: the one place a direction is taken from a metric.
 METRICS: dict[str, str] = {"val_acc": "maximize", "val_loss": "minimize"}
 
@@ -25,8 +29,14 @@ def maximize(metric: str) -> bool:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    crop_padding: int = 4  # pixels of zero padding before a random 32x32 crop; 0 turns cropping off
+    crop_padding: int = 4  # pixels of zero padding before a random crop of the image's size; 0 turns cropping off
     flip: bool = True  # random horizontal flip with probability 1/2
+    rotation: float = 0.0  # degrees: each image turns by an angle drawn from [-rotation, rotation]; 0: off
+    translate: float = 0.0  # fraction of the size: each image shifts by up to this on each axis; 0: off
+    brightness: float = 0.0  # each image's brightness is scaled by a factor drawn from [1 - b, 1 + b]; 0: off
+    contrast: float = 0.0  # each image's contrast is scaled by a factor drawn from [1 - c, 1 + c]; 0: off
+    saturation: float = 0.0  # each image's saturation is scaled by a factor drawn from [1 - s, 1 + s]; 0: off
+    hue: float = 0.0  # each image's hue turns by a fraction of the circle drawn from [-hue, hue] (at most 0.5)
 
 
 @dataclass(frozen=True)
@@ -40,12 +50,15 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "cifar100"  # cifar100 | cifar10 | synthetic
-    root: str = "data"  # folder holding cifar-100-python/ (torchvision) or cifar100.npz
+    dataset: str = "cifar100"  # cifar100 | cifar10 | mnist | fashion_mnist | imagefolder | synthetic
+    root: str = "data"  # folder holding the data set's .npz or torchvision's folder; imagefolder: the image tree
+    image_size: int = 32  # imagefolder: every image is resized to image_size x image_size once, when it is loaded
     download: bool = True  # let torchvision download the data set when neither form is under root
     val_size: int = 5000  # training images held out for validation (stratified); the test set is never searched
     train_limit: int | None = None  # use a stratified subset of this many training images (quick runs)
     split_seed: int = 0  # fixes the validation split and train_limit subset: the same for every trial of a study
+    mean: tuple[float, ...] | None = None  # per-channel input mean on the 0..1 scale; None: the training split's own
+    std: tuple[float, ...] | None = None  # per-channel input std on the 0..1 scale; None: the training split's own
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -61,24 +74,39 @@ class TrainConfig:
     eval_batch_size: int = 1024  # images per evaluation forward pass; no gradients, so it can be large
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the model (once per architecture and process); pays off on long GPU runs
+    deterministic: bool = False  # cuDNN deterministic, its benchmark off, torch's deterministic algorithms on
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "cnn"  # cnn | resnet18 | resnet34 (torchvision, CIFAR stem: 3x3 conv, no max-pool)
-    stages: int = 3  # cnn: stages of conv blocks, each ending in a 2x2 max-pool
-    blocks_per_stage: int = 2  # cnn: 3x3 conv (+BN) + ReLU blocks per stage
+    name: str = "cnn"  # cnn | resnet18 | resnet34 (torchvision, CIFAR stem: 3x3 conv, no max-pool) | mlp
+    stages: int = 3  # cnn: stages of conv blocks, each ending in a 2x2 pool (model.pool)
+    blocks_per_stage: int = 2  # cnn: conv (+BN) + activation blocks per stage
     width: int = 64  # cnn: channels of the first stage
     width_growth: float = 2.0  # cnn: channels multiply by this from one stage to the next
     widths: tuple[int, ...] | None = None  # cnn: explicit channels per stage; overrides width and width_growth
-    dropout: float = 0.0  # dropout before the classifier
+    kernel_size: int = 3  # cnn: odd side of every conv kernel ("same" padding keeps the map's size)
+    kernel_sizes: tuple[int, ...] | None = None  # cnn: the kernel side of each stage; overrides kernel_size
+    pool: str = "max"  # cnn: what ends each stage: max | avg (a 2x2 pool, halving the map) | none
+    head: str = "avgpool"  # cnn: the classifier reads the global average of each channel, or the flattened map
+    hidden: tuple[int, ...] = ()  # cnn: hidden fully connected layers before the classifier; mlp: its layers
+    activation: str = "relu"  # cnn, mlp: relu | gelu | silu | tanh | leaky_relu
+    dropout: float = 0.0  # dropout before the classifier, and after every hidden layer (cnn, mlp)
+    spatial_dropout: float = 0.0  # cnn: Dropout2d (whole channels) at the end of the conv body
     batchnorm: bool = True  # cnn: BatchNorm after every conv
+    init: str = "kaiming_normal"  # cnn, mlp: weights of every conv and hidden layer (see models.py)
 
     def stage_widths(self) -> tuple[int, ...]:
         """Channels of each cnn stage."""
         if self.widths is not None:
             return tuple(self.widths)
         return tuple(max(1, round(self.width * self.width_growth**i)) for i in range(self.stages))
+
+    def stage_kernels(self) -> tuple[int, ...]:
+        """Kernel side of each cnn stage."""
+        if self.kernel_sizes is not None:
+            return tuple(self.kernel_sizes)
+        return (self.kernel_size,) * len(self.stage_widths())
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ModelConfig, TrialConfig
+from .config import DataConfig, ModelConfig, TrialConfig
 
 
 @dataclass(frozen=True)
@@ -124,20 +124,36 @@ class Registry:
 
 
 # ---------------------------------------------------------------------------------------------------- data sets
-def num_classes(config: TrialConfig) -> int:
-    """The classes of a config's data set: the registry's count, or data.synthetic.classes."""
+def num_classes(config: TrialConfig) -> int | None:
+    """The classes of a config's data set: the registry's count, data.synthetic.classes, or None where only the
+    data knows (imagefolder: its class folders)."""
+    if config.data.dataset == "synthetic":
+        return config.data.synthetic.classes
     classes = DATASETS[config.data.dataset].info.get("classes")
-    return int(classes) if classes is not None else config.data.synthetic.classes
+    return int(classes) if classes is not None else None
 
 
-def train_images(config: TrialConfig) -> int:
-    """The images of a config's training split before the validation images are held out."""
+def train_images(config: TrialConfig) -> int | None:
+    """The images of a config's training split before the validation images are held out (None: only the data
+    knows)."""
+    if config.data.dataset == "synthetic":
+        return config.data.synthetic.size
     images = DATASETS[config.data.dataset].info.get("train_images")
-    return int(images) if images is not None else config.data.synthetic.size
+    return int(images) if images is not None else None
+
+
+def input_shape(config: TrialConfig) -> tuple[int, int, int]:
+    """(channels, height, width) of a config's images, as the model sees them: the registry's, or data.image_size
+    for an image folder (resized once when loaded)."""
+    info = DATASETS[config.data.dataset].info
+    size = info.get("image_size") or config.data.image_size
+    return int(info["channels"]), int(size), int(size)
 
 
 def _val_size_fits(config: TrialConfig) -> str | None:
     n, classes, val = train_images(config), num_classes(config), config.data.val_size
+    if n is None or classes is None:
+        return None  # an image folder: data.prepare checks the split against the images it finds
     if config.data.dataset == "synthetic" and n < classes:
         return f"data.synthetic.size={n} is fewer images than its {classes} classes; give at least one per class"
     if val > n - classes:
@@ -149,44 +165,106 @@ def _val_size_fits(config: TrialConfig) -> str | None:
 def _train_limit_fits(config: TrialConfig) -> str | None:
     limit = config.data.train_limit
     n, classes, val = train_images(config), num_classes(config), config.data.val_size
+    if n is None or classes is None:
+        return None
     if limit is not None and val <= n - classes and not classes <= limit <= n - val:
         return (f"must be between {classes} (one image per class) and {n - val} (the images left after "
                 f"val_size={val}), got {limit}")
     return None
 
 
+def _fixed_size(config: TrialConfig) -> str | None:
+    if config.data.image_size != DataConfig.image_size:
+        _, h, w = input_shape(config)
+        return (f"only an image folder is resized; {config.data.dataset}'s images are {h}x{w} "
+                f"(remove data.image_size)")
+    return None
+
+
+def _colour_needs_rgb(config: TrialConfig) -> str | None:
+    a = config.data.augment
+    if input_shape(config)[0] != 3 and (a.saturation or a.hue):
+        return (f"saturation and hue need colour images; {config.data.dataset}'s are grayscale "
+                "(set saturation and hue to 0; brightness and contrast apply)")
+    return None
+
+
+def _normalization_fits(config: TrialConfig) -> str | None:
+    d = config.data
+    if (d.mean is None) != (d.std is None):
+        return "give data.mean and data.std together (or neither: the training split's own)"
+    channels = input_shape(config)[0]
+    for name, values in (("mean", d.mean), ("std", d.std)):
+        if values is not None and len(values) != channels:
+            return (f"data.{name} has {len(values)} values; {d.dataset}'s images have {channels} channel"
+                    f"{'s' if channels != 1 else ''}")
+    return None
+
+
+_AUGMENT = Rule("data.augment", ("data.dataset", "data.augment"), _colour_needs_rgb)
 _SPLIT = (Rule("data.val_size", ("data.dataset", "data.val_size", "data.synthetic"), _val_size_fits),
           Rule("data.train_limit", ("data.dataset", "data.val_size", "data.train_limit", "data.synthetic"),
-               _train_limit_fits))
+               _train_limit_fits), _AUGMENT,
+          Rule("data.mean", ("data.dataset", "data.mean", "data.std"), _normalization_fits))
+_FIXED = (*_SPLIT, Rule("data.image_size", ("data.dataset", "data.image_size"), _fixed_size))
 DATASETS = Registry("dataset")
-DATASETS.add("cifar100", rules=_SPLIT, summary="CIFAR-100: 50,000 + 10,000 32x32 colour images, 100 classes",
-             classes=100, train_images=50_000)
-DATASETS.add("cifar10", rules=_SPLIT, summary="CIFAR-10: 50,000 + 10,000 32x32 colour images, 10 classes",
-             classes=10, train_images=50_000)
-DATASETS.add("synthetic", rules=_SPLIT, summary="a learnable CIFAR-shaped data set made on the spot "
-             "(data.synthetic)", classes=None, train_images=None)
+DATASETS.add("cifar100", rules=_FIXED, summary="CIFAR-100: 50,000 + 10,000 32x32 colour images, 100 classes",
+             classes=100, train_images=50_000, channels=3, image_size=32)
+DATASETS.add("cifar10", rules=_FIXED, summary="CIFAR-10: 50,000 + 10,000 32x32 colour images, 10 classes",
+             classes=10, train_images=50_000, channels=3, image_size=32)
+DATASETS.add("mnist", rules=_FIXED, summary="MNIST: 60,000 + 10,000 28x28 grayscale digits, 10 classes",
+             classes=10, train_images=60_000, channels=1, image_size=28)
+DATASETS.add("fashion_mnist", rules=_FIXED, summary="Fashion-MNIST: 60,000 + 10,000 28x28 grayscale clothing "
+             "images, 10 classes", classes=10, train_images=60_000, channels=1, image_size=28)
+DATASETS.add("imagefolder", rules=_SPLIT, summary="your own images: data.root/train/<class>/*.png (and test/), "
+             "resized to data.image_size", classes=None, train_images=None, channels=3, image_size=None)
+DATASETS.add("synthetic", rules=_FIXED, summary="a learnable CIFAR-shaped data set made on the spot "
+             "(data.synthetic)", classes=None, train_images=None, channels=3, image_size=32)
 
 
 # ------------------------------------------------------------------------------------------------------- models
-IMAGE_SIZE = 32  # CIFAR images are 32x32; each cnn stage halves the feature map
-MAX_STAGES = IMAGE_SIZE.bit_length() - 1  # 5: a sixth 2x2 pool would shrink 1x1 to nothing
+def pooled_stages(m: ModelConfig) -> int:
+    """The cnn stages that halve the feature map (all of them unless model.pool is none)."""
+    return 0 if m.pool == "none" else len(m.stage_widths())
 
 
 def _stages_fit(config: TrialConfig) -> str | None:
     m: ModelConfig = config.model
     widths = m.stage_widths()
-    if not 1 <= len(widths) <= MAX_STAGES:
-        return (f"{len(widths)} stages shrink a {IMAGE_SIZE}x{IMAGE_SIZE} image below 1x1; use 1 to {MAX_STAGES} "
-                "stages (or that many widths)")
+    _, h, w = input_shape(config)
+    most = min(h, w).bit_length() - 1  # 2x2 pools a map of this side survives (32: 5)
+    if not widths:
+        return "a cnn needs at least one stage (one width)"
+    if pooled_stages(m) > most:
+        return (f"{len(widths)} stages, each ending in a 2x2 pool, shrink a {h}x{w} image below 1x1; use 1 to "
+                f"{most} stages (or that many widths), or model.pool: none")
+    return None
+
+
+def _kernels_fit(config: TrialConfig) -> str | None:
+    m: ModelConfig = config.model
+    kernels, stages = m.stage_kernels(), len(m.stage_widths())
+    if len(kernels) != stages:
+        return f"{len(kernels)} kernel sizes for {stages} stages; give one per stage"
+    even = [k for k in kernels if k % 2 == 0]
+    if even:
+        return f"kernel sides must be odd, for the padding to keep the map's size; got {even[0]}"
     return None
 
 
 MODELS = Registry("model")
-MODELS.add("cnn", ("stages", "blocks_per_stage", "width", "width_growth", "widths", "dropout", "batchnorm"),
-           rules=(Rule("model.widths", ("model.stages", "model.widths"), _stages_fit),),
-           summary="a plain CNN: stages of 3x3 conv (+BN) + ReLU blocks, each ending in a 2x2 max-pool")
+MODELS.add("cnn", ("stages", "blocks_per_stage", "width", "width_growth", "widths", "kernel_size", "kernel_sizes",
+                   "pool", "head", "hidden", "activation", "dropout", "spatial_dropout", "batchnorm", "init"),
+           rules=(Rule("model.widths", ("model.stages", "model.widths", "model.pool", "data.dataset",
+                                        "data.image_size"), _stages_fit),
+                  Rule("model.kernel_sizes", ("model.stages", "model.widths", "model.kernel_size",
+                                              "model.kernel_sizes"), _kernels_fit)),
+           summary="a plain CNN: stages of conv (+BN) + activation blocks, each ending in a 2x2 pool; then a "
+                   "classifier, optionally behind hidden fully connected layers")
 MODELS.add("resnet18", ("dropout",), summary="torchvision's ResNet-18 with a CIFAR stem (3x3 conv, no max-pool)")
 MODELS.add("resnet34", ("dropout",), summary="torchvision's ResNet-34 with a CIFAR stem (3x3 conv, no max-pool)")
+MODELS.add("mlp", ("hidden", "activation", "dropout", "init"),
+           summary="a multilayer perceptron on the flattened image: hidden fully connected layers, then a classifier")
 
 
 # --------------------------------------------------------------------------------------------------- optimizers

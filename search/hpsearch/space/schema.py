@@ -15,7 +15,7 @@ from typing import Any
 
 from . import config as C
 from .registry import NAMED_SECTIONS, PRUNERS, SAMPLERS, Registry
-from .rules import DIRECTIONS, OPTIONS, RANGES, SECTIONS, UNSEARCHABLE
+from .rules import CASE_GROUP, DIRECTIONS, OPTIONS, RANGES, SECTIONS, UNSEARCHABLE
 from .space import StudySpec
 
 # Each sampler's and pruner's options by kind and name: {"sampler": {"tpe": ["seed", ...]}, "pruner": {...}}.
@@ -34,6 +34,7 @@ _FIXED: dict[str, dict[str, Any]] = {
     "tuple[int, ...]": {"type": "array", "items": {"type": "integer"}},
     "tuple[int, ...] | None": {"type": ["array", "null"], "items": {"type": "integer"}},
     "tuple[float, float]": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+    "tuple[float, ...] | None": {"type": ["array", "null"], "items": {"type": "number"}},
 }
 _COMMENT = re.compile(r"^\s+(\w+):[^#]*#\s*(.+)$")
 
@@ -48,6 +49,7 @@ def space_schema(options: ComponentOptions | None = None) -> dict[str, Any]:
         cls = C.SECTION_TYPES[name]
         registry = NAMED_SECTIONS.get(name)
         properties[name] = _named(name, cls, registry, defs) if registry else _section(name, cls, defs)
+    properties["cases"] = _cases()
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": SCHEMA_ID,
@@ -113,6 +115,18 @@ def _named(path: str, cls: type, registry: Registry, defs: dict[str, Any]) -> di
     }
     out["not"] = {"required": ["name", "choose"]}
     return out
+
+
+def _cases() -> dict[str, Any]:
+    """`cases:` groups of named rows; a row maps a field's dotted path to a fixed value (checked by validate)."""
+    row = {"type": ["object", "null"], "description": "one row: fixed values by dotted path (model.width: 32)",
+           "propertyNames": {"pattern": r"^(" + "|".join(SECTIONS) + r")\.[a-z_.]+$"}}
+    group = {"type": "object", "minProperties": 1, "additionalProperties": row,
+             "description": "one categorical parameter, cases.<group>, over its rows' names"}
+    return {"type": "object", "minProperties": 1, "additionalProperties": False,
+            "patternProperties": {f"^{CASE_GROUP}$": group},
+            "description": "a table's rows: each group picks one of its named rows per trial (a grid sampler runs "
+                           "every combination); a row sets fixed values of the sections"}
 
 
 def _bounds(path: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import config as C
@@ -82,6 +82,8 @@ class Space:
     study: StudySpec
     sections: dict[str, Section]
     tree: dict[str, Any]  # the validated document, overrides applied: what the study's space hash covers
+    # `cases:`: {group: {row: {dotted field: fixed value}}}; each group is one categorical parameter, cases.<group>
+    cases: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def params(self) -> dict[str, Param]:
         """Every searched parameter by its Optuna name (dotted path), branch parameters included."""
@@ -100,6 +102,8 @@ class Space:
 
         for name, section in self.sections.items():
             walk(section, name)
+        for group, rows in self.cases.items():
+            out[f"cases.{group}"] = Param("categorical", choices=tuple(rows))
         return out
 
     def fixed_data(self) -> C.DataConfig:
@@ -114,7 +118,7 @@ class Space:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
     def identity(self) -> dict[str, Any]:
-        keep = {k: v for k, v in self.tree.items() if k in SECTIONS}
+        keep = {k: v for k, v in self.tree.items() if k in SECTIONS or k == "cases"}
         return {**keep, "metric": self.study.metric, "direction": self.study.direction}
 
 
@@ -125,6 +129,14 @@ class Space:
 def suggest(trial: optuna.trial.BaseTrial, space: Space) -> C.TrialConfig:
     """Sample one concrete TrialConfig (define-by-run: a branch's parameters exist only when it is chosen)."""
     values: dict[str, Any] = {name: _sample(section, name, trial) for name, section in space.sections.items()}
+    for group, rows in space.cases.items():
+        row = trial.suggest_categorical(f"cases.{group}", list(rows))
+        for key, value in rows[row].items():
+            section, *inner, leaf = key.split(".")
+            node = values[section]
+            for part in inner:
+                node = node.setdefault(part, {})
+            node[leaf] = list(value) if isinstance(value, tuple) else value
     return C.TrialConfig.from_dict({**values, "metric": space.study.metric})
 
 
