@@ -56,7 +56,8 @@ def test_cnn_widths_grow_and_batchnorm_can_be_off() -> None:
 
 def test_cnn_with_too_many_stages_is_refused() -> None:
     assert build_model(ModelConfig(stages=5, width=2, blocks_per_stage=1), 10)(torch.randn(1, 3, 32, 32)).shape
-    with pytest.raises(ValueError, match="6 stages shrink a 32x32 image below 1x1; use 1 to 5 stages"):
+    with pytest.raises(ValueError, match="6 stages, each ending in a 2x2 pool, shrink a 32x32 image below 1x1; "
+                                         "use 1 to 5 stages"):
         build_model(ModelConfig(stages=6, width=2), 10)
 
 
@@ -79,3 +80,130 @@ def test_count_parameters_skips_frozen_ones() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     model[0].requires_grad_(False)
     assert count_parameters(model) == 4 * 2 + 2
+
+
+# -- the course notes' nets (spaces/seeds/): their layers and parameter counts ----------------------------------
+def _layers(model: nn.Module) -> list[str]:
+    return [type(m).__name__ for m in model.modules() if not isinstance(m, nn.Sequential)]
+
+
+def test_the_three_layer_convnet_of_the_notes() -> None:
+    """conv 5x5 32 - ReLU - conv 3x3 16 - ReLU - fully connected, on 32x32 images with "same" padding."""
+    cfg = ModelConfig(widths=(32, 16), kernel_sizes=(5, 3), blocks_per_stage=1, batchnorm=False, pool="none",
+                      head="flatten")
+    model = build_model(cfg, 10)
+    assert _layers(model) == ["Conv2d", "ReLU", "Conv2d", "ReLU", "Flatten", "Dropout", "Linear"]
+    conv1, conv2 = (m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv1.kernel_size == (5, 5) and conv1.padding == (2, 2) and conv2.kernel_size == (3, 3)
+    # (3*25 + 1) * 32 + (32*9 + 1) * 16 + (16*32*32 + 1) * 10
+    assert count_parameters(model) == 2_432 + 4_624 + 163_850
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_the_convnet_with_spatial_dropout_and_a_hidden_layer() -> None:
+    """conv 3x3 32 - ReLU - maxpool - conv 3x3 64 - ReLU - maxpool - Dropout2d(0.2) - FC 512 - ReLU - Dropout(0.5)
+    - FC 10."""
+    cfg = ModelConfig(widths=(32, 64), blocks_per_stage=1, batchnorm=False, pool="max", head="flatten",
+                      spatial_dropout=0.2, hidden=(512,), dropout=0.5, init="default")
+    model = build_model(cfg, 10)
+    assert _layers(model) == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Dropout2d", "Flatten",
+                              "Linear", "ReLU", "Dropout", "Linear"]
+    assert next(m for m in model.modules() if isinstance(m, nn.Dropout2d)).p == 0.2
+    assert next(m for m in model.modules() if isinstance(m, nn.Dropout)).p == 0.5
+    assert count_parameters(model) == 896 + 18_496 + (64 * 8 * 8 + 1) * 512 + (512 + 1) * 10
+
+
+def test_the_mlp_of_the_notes_on_28x28_grayscale() -> None:
+    """784 - 512 - 128 - 10 with ReLU, for MNIST's 1x28x28 images (the data set gives the input size)."""
+    from hpsearch.space.config import DataConfig, TrialConfig
+
+    config = TrialConfig(data=DataConfig(dataset="mnist"), model=ModelConfig(name="mlp", hidden=(512, 128)))
+    model = build_model(config.model, 10, config)
+    assert [m.in_features for m in model.modules() if isinstance(m, nn.Linear)] == [784, 512, 128]
+    assert count_parameters(model) == (784 + 1) * 512 + (512 + 1) * 128 + (128 + 1) * 10
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_models_take_the_channels_and_size_from_the_data() -> None:
+    from hpsearch.space.config import DataConfig, TrialConfig
+
+    for name in ("cnn", "resnet18"):
+        config = TrialConfig(data=DataConfig(dataset="fashion_mnist"),
+                             model=ModelConfig(name=name, widths=(4, 8), head="flatten") if name == "cnn"
+                             else ModelConfig(name=name))
+        model = build_model(config.model, 10, config)
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def _cnn_before_the_new_fields(widths: tuple[int, ...], blocks: int, num_classes: int) -> nn.Sequential:
+    """The cnn builder as it was before kernel, pool, head, hidden, activation and init were fields."""
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for width in widths:
+        for _ in range(blocks):
+            layers += [nn.Conv2d(in_ch, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            in_ch = width
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.0), nn.Linear(in_ch, num_classes)]
+    model = nn.Sequential(*layers)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def test_default_cnn_keeps_its_layout_and_weights() -> None:
+    """The new fields at their defaults build exactly the model they built before them: the same modules in the
+    same places (a checkpoint's keys), and the same weights from the same seed (a study's trials repeat)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(widths=(4, 8), blocks_per_stage=2), 10)
+    torch.manual_seed(0)
+    before = _cnn_before_the_new_fields((4, 8), 2, 10)
+    assert list(model.state_dict()) == list(before.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), before.state_dict().values(),
+                                                 strict=True))
+
+
+@pytest.mark.parametrize("init", ["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "default"])
+def test_each_initialisation_draws_the_convs_and_hidden_layers_and_spares_the_classifier(init: str) -> None:
+    cfg = ModelConfig(widths=(16,), blocks_per_stage=1, batchnorm=False, hidden=(32,), init=init)
+    torch.manual_seed(0)
+    model = build_model(cfg, 10)
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(widths=(16,), blocks_per_stage=1, batchnorm=False, hidden=(32,),
+                                    init="default"), 10)
+    conv, hidden, classifier = (m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    plain_conv, _, plain_classifier = (m for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert torch.equal(classifier.weight, plain_classifier.weight)  # torch's default in every scheme
+    if init == "default":
+        assert torch.equal(conv.weight, plain_conv.weight) and bool(conv.bias.abs().sum() > 0)
+    else:
+        assert not torch.equal(conv.weight, plain_conv.weight)
+        assert bool((conv.bias == 0).all()) and bool((hidden.bias == 0).all())
+    if init == "kaiming_normal":  # fan_out of a 3x3 conv of 16 channels: std sqrt(2 / (16 * 9))
+        assert abs(float(conv.weight.detach().std()) - (2 / (16 * 9)) ** 0.5) < 0.03
+
+
+@pytest.mark.parametrize("pool, size", [("max", 8), ("avg", 8), ("none", 32)])
+def test_pooling_per_stage(pool: str, size: int) -> None:
+    model = build_model(ModelConfig(widths=(4, 4), blocks_per_stage=1, pool=pool, head="flatten"), 10)
+    assert sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in model.modules()) == (0 if pool == "none" else 2)
+    linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    assert linear.in_features == 4 * size * size
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (ModelConfig(widths=(4, 4), kernel_sizes=(3,)), "1 kernel sizes for 2 stages"),
+    (ModelConfig(widths=(4,), kernel_size=4), "kernel sides must be odd"),
+])
+def test_kernel_rules(cfg: ModelConfig, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg, 10)
+
+
+def test_pool_none_allows_more_stages_than_the_image_halves() -> None:
+    model = build_model(ModelConfig(stages=7, width=2, width_growth=1.0, blocks_per_stage=1, pool="none"), 10)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)

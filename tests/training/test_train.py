@@ -267,3 +267,55 @@ def test_the_channels_last_step_of_the_gpu_runs_on_the_cpu_and_agrees() -> None:
         weights.append(next(model.parameters()).detach().clone())
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     assert torch.allclose(weights[0], weights[1], atol=1e-5)
+
+
+def test_deterministic_sets_the_kernels_and_every_seed_and_a_later_trial_resets_them() -> None:
+    import random
+
+    config = tiny(epochs=1)
+    det = dataclasses.replace(config, train=dataclasses.replace(config.train, deterministic=True, seed=3))
+    try:
+        first = train(det)
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+        draws = (random.random(), float(np.random.rand()))
+        again = train(det)
+        assert (random.random(), float(np.random.rand())) == draws  # Python's and NumPy's seeds were set again
+        assert [{k: v for k, v in m.items() if k != "seconds"} for m in again.history] == \
+            [{k: v for k, v in m.items() if k != "seconds"} for m in first.history]
+        train(config)  # not deterministic: the process-wide settings go back
+        assert not torch.backends.cudnn.deterministic and not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+
+
+def test_also_evaluate_adds_each_sets_metrics_to_every_epoch_and_never_picks_the_best() -> None:
+    config = tiny(epochs=3)
+    data = prepare(config.data, CPU)
+    plain = train(config, data)
+    more = train(config, data, also_evaluate={"test": (data.val_x[:20], data.val_y[:20])})
+    for with_test, without in zip(more.history, plain.history, strict=True):
+        assert set(with_test) == METRIC_KEYS | {"test_loss", "test_acc"}
+        assert 0.0 <= with_test["test_acc"] <= 1.0
+        assert with_test["val_acc"] == without["val_acc"]  # measuring more changes nothing of the training
+    assert more.best_epoch == plain.best_epoch
+
+
+def test_a_fixed_normalisation_replaces_the_splits_own() -> None:
+    config = tiny()
+    fixed = dataclasses.replace(config.data, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    data = prepare(fixed, CPU)
+    assert data.mean.tolist() == [0.5] * 3 and data.std.tolist() == [0.25] * 3
+    own = prepare(config.data, CPU)
+    assert own.mean.tolist() != [0.5] * 3
+
+
+def test_a_normalisation_of_the_wrong_length_is_refused() -> None:
+    from hpsearch.training.rawdata import DataError
+
+    with pytest.raises(DataError, match="data.mean has 1 values; synthetic's images have 3 channels"):
+        prepare(dataclasses.replace(tiny().data, mean=(0.5,), std=(0.5,)), CPU)
+    with pytest.raises(DataError, match="give data.mean and data.std together"):
+        prepare(dataclasses.replace(tiny().data, mean=(0.5, 0.5, 0.5)), CPU)

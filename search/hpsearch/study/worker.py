@@ -17,7 +17,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from ..space import Space
 from ..training.data import DeviceData, prepare
-from ..training.device import resolve_device
+from ..training.device import repeatable_cublas, resolve_device
 from .storage import artifact_store, open_if_exists, open_storage, running_dir
 from .studies import check_resumable, create_or_resume
 
@@ -46,6 +46,8 @@ class Worker:
             if storage is not None:
                 check_resumable(space, url, study_name, storage)
         device = resolve_device(space.fixed_train_device())
+        if space.sections["train"].fields.get("deterministic") is True:
+            repeatable_cublas()  # before the data's copy starts a CUDA context
         data = prepare(space.fixed_data(), device)
         study = create_or_resume(space, url, study_name, process, storage or open_storage(url, space.study), run)
         name = study.study_name

@@ -4,6 +4,7 @@ evaluation alike."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -39,6 +40,13 @@ def resolve_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise DeviceError(f"device {name!r}: hpsearch trains on cpu, cuda or mps\n{fix}")
     return device
+
+
+def repeatable_cublas() -> None:
+    """Ask cuBLAS for the fixed workspace it needs to repeat its matrix products (torch's deterministic algorithms
+    warn without it). CUDA reads the variable when its context starts, so callers that will train with
+    train.deterministic call this before anything touches the GPU; a value the user set is kept."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

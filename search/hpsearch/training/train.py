@@ -11,19 +11,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..space.config import ModelConfig, TrialConfig, maximize
+from ..space.registry import MODELS
 from .data import DeviceData, prepare
-from .device import autocast, autocast_dtype, resolve_device
+from .device import autocast, autocast_dtype, repeatable_cublas, resolve_device
 from .evaluate import evaluate
 from .models import build_model, count_parameters
 from .optim import LRSchedule, build_optimizer, build_scheduler
@@ -55,8 +58,13 @@ class TrainResult:
 def train(config: TrialConfig, data: DeviceData | None = None,
           on_epoch: Callable[[int, dict[str, float]], None] | None = None, *,
           on_state: Callable[[Callable[[], dict[str, Any]]], None] | None = None,
-          resume: dict[str, Any] | None = None) -> TrainResult:
+          resume: dict[str, Any] | None = None,
+          also_evaluate: dict[str, tuple[Tensor, Tensor]] | None = None) -> TrainResult:
     """Train config's model on config's data; return the best epoch's metrics and weights, and the history.
+
+    `also_evaluate`: more (uint8 images, labels) sets on the device, measured after every epoch like the validation
+    split; their `<name>_loss` and `<name>_acc` join each epoch's metrics (retrain's --test-every-epoch). They never
+    choose the best epoch.
 
     `resume`: a state from on_state of an earlier run of the same config; training goes on after its epoch, with
     the same weights, optimizer, schedule and random streams, so the result equals that of an uninterrupted run.
@@ -67,12 +75,10 @@ def train(config: TrialConfig, data: DeviceData | None = None,
     # ------------------------------------------------------------------------------ seed and device
     # The data's device when data is given (a worker's: study/worker.py), so a trial has one device, its worker's.
     device = data.train_y.device if data is not None else resolve_device(tc.device)
-    torch.manual_seed(tc.seed)  # weight init
+    seed_everything(tc.seed, tc.deterministic)  # weight init, dropout
     generator = torch.Generator(device=device)
     generator.manual_seed(tc.seed)  # shuffling and augmentation, drawn on the device
     channels_last = device.type == "cuda"
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
 
     # ------------------------------------------------------------------------------ data
     data = data if data is not None else prepare(config.data, device)
@@ -83,7 +89,7 @@ def train(config: TrialConfig, data: DeviceData | None = None,
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     num_params = count_parameters(model)
-    flops = train_flops_per_image(config.model, data.num_classes)
+    flops = train_flops_per_image(config.model, data.num_classes, tuple(data.train_x.shape[1:]))
     optimizer = build_optimizer(config.optimizer, model.parameters(), device, config)
     schedule = build_scheduler(config.scheduler, optimizer, tc.epochs, steps_per_epoch, config.metric)
     step = Step(model, optimizer, schedule, config, device)
@@ -131,8 +137,12 @@ def train(config: TrialConfig, data: DeviceData | None = None,
         val = evaluate(model, data.val_x, data.val_y, data.mean, data.std, tc.eval_batch_size, device,
                        tc.precision, channels_last)
         metrics = {"epoch": float(epoch), "train_loss": train_loss / seen, "train_acc": train_correct / seen,
-                   "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
-                   "seconds": time.perf_counter() - epoch_start}
+                   "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr}
+        for name, (x_more, y_more) in (also_evaluate or {}).items():
+            more = evaluate(model, x_more, y_more, data.mean, data.std, tc.eval_batch_size, device, tc.precision,
+                            channels_last)
+            metrics[f"{name}_loss"], metrics[f"{name}_acc"] = more["loss"], more["acc"]
+        metrics["seconds"] = time.perf_counter() - epoch_start
         history.append(metrics)
         schedule.step_epoch(metrics)
         value, best = metrics[config.metric], (history[best_epoch - 1][config.metric] if best_epoch else None)
@@ -157,6 +167,25 @@ def train(config: TrialConfig, data: DeviceData | None = None,
         class_names=data.class_names,
         final_state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
     )
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed torch (every device); with `deterministic` (train.deterministic) also Python's and NumPy's global
+    generators, and make the kernels repeatable: cuDNN deterministic with its benchmark mode off, and torch's
+    deterministic algorithms wherever they exist (warn_only: an operation without one warns instead of failing).
+
+    Both settings are process-wide, so every trial sets them afresh: a deterministic trial does not leave a later
+    one of the same worker slow, nor a fast one leave the next deterministic trial unrepeatable. Without it, cuDNN
+    benchmarks its kernels per input shape (the shapes are fixed: it picks the fastest once).
+    """
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic and torch.cuda.is_available()
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic:
+        repeatable_cublas()  # in time only when no CUDA context exists yet (the worker and retrain call it earlier)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
 
 
 class Step:
@@ -222,22 +251,26 @@ def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
         raise ResumeError(f"the saved training state does not fit: {type(exc).__name__}: {exc}") from None
 
 
-def train_flops_per_image(model_config: ModelConfig, num_classes: int) -> int:
-    """Forward + backward FLOPs of one 32x32 training image, counted once per architecture on the CPU.
+def train_flops_per_image(model_config: ModelConfig, num_classes: int,
+                          shape: tuple[int, ...] = (3, 32, 32)) -> int:
+    """Forward + backward FLOPs of one training image of `shape` (C, H, W), counted once per architecture on the
+    CPU.
 
     Dropout adds no FLOPs, and a search samples it as a float: the count is keyed on the model without it, or
     every trial would count again (9 ms a trial on smoke.yaml, 0.7% of its trials' time).
     """
-    return _count_flops(dataclasses.replace(model_config, dropout=0.0), num_classes)
+    channels, h, w = shape
+    return _count_flops(dataclasses.replace(model_config, dropout=0.0, spatial_dropout=0.0), num_classes,
+                        (channels, h, w))
 
 
 @functools.lru_cache(maxsize=64)
-def _count_flops(model_config: ModelConfig, num_classes: int) -> int:
+def _count_flops(model_config: ModelConfig, num_classes: int, shape: tuple[int, int, int]) -> int:
     """Its throwaway model draws its weights from a forked RNG: the trial's own random stream (dropout) must not
     depend on whether this architecture was counted before in the process, or runs would not repeat."""
     with torch.random.fork_rng(devices=[]):
-        model = build_model(model_config, num_classes)
-        x = torch.zeros(2, 3, 32, 32)
+        model = MODELS.build(model_config.name, None, model_config, num_classes, shape)
+        x = torch.zeros(2, *shape)
         with FlopCounterMode(display=False) as counter:
             model(x).sum().backward()
     return int(counter.get_total_flops() // 2)
