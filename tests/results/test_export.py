@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 import hpsearch
 from hpsearch.cli import main
 from hpsearch.results.evaluation import score_test_set
+from hpsearch.results.export import export, load_any
 from hpsearch.space.config import DataConfig, ModelConfig, SyntheticConfig, TrialConfig
 from hpsearch.study.studies import trial_config
 from hpsearch.training import checkpoint
@@ -223,6 +224,39 @@ def test_evaluate_reads_data_from_data_root(tmp_path: Path, capsys: pytest.Captu
              y_test=np.arange(30) % 10)
     assert main(["evaluate", str(path), "--data-root", str(root)]) == 0
     assert "test set: cifar10, 30 images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["checkpoint", "torchscript", "exported"])
+def test_a_one_channel_model_exports_and_evaluates(tmp_path: Path, fmt: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """An MNIST (1x28x28) checkpoint: exported in each format, traced on its own input shape, and `hpsearch
+    evaluate` scores the file on the mnist test split."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    root.mkdir()
+    np.savez(root / "mnist.npz", x_train=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+             y_train=np.arange(20) % 10, x_test=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+             y_test=np.arange(30) % 10)
+    config = TrialConfig(data=DataConfig(dataset="mnist", root=str(root), download=False, val_size=10),
+                         model=ModelConfig(widths=(4,), blocks_per_stage=1))
+    model = build_model(config.model, 10, config)
+    payload = checkpoint.make_payload(model.state_dict(), config, "val_acc", 0.5, 3, [str(i) for i in range(10)],
+                                      "s", 1, mean=[0.4], std=[0.3])
+    source = checkpoint.save(payload, tmp_path / "mnist.pt")
+    out = tmp_path / f"mnist.{fmt}"
+    export(source, out, fmt)
+    loaded = load_any(out)
+    x = torch.rand(5, 1, 28, 28)
+    ckpt = hpsearch.load_checkpoint(source)
+    with torch.no_grad():
+        expected = ckpt.model(ckpt.preprocess(x))
+        got = loaded.model(loaded.preprocess(x))
+    assert got.shape == (5, 10) and torch.allclose(got, expected, atol=1e-5)
+    if fmt != "checkpoint":
+        assert loaded.payload["input"] == "float32 NCHW images of 28x28 grayscale pixels in 0..1 (shape (N, 1, 28, 28))"
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--device", "cpu"]) == 0
+    assert "test set: mnist, 30 images" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("make, message", [

@@ -77,13 +77,23 @@ def test_stratified_split_train_limit_and_uneven_classes() -> None:
 
 @pytest.mark.parametrize(
     ("val_size", "train_limit", "message"),
-    [(100, None, "between 1 and 99"), (0, None, "between 1 and 99"), (99, None, "leaves some class"),
+    [(100, None, "data.val_size=100 does not fit the 100 training images of 10 classes: set data.val_size between "
+                 "1 and 90"), (0, None, "between 1 and 90"), (91, None, "between 1 and 90"),
      (50, 51, "train_limit must be between 10 .* and 50"), (50, 5, "train_limit must be between 10")],
 )
 def test_stratified_split_refuses_impossible_sizes(val_size: int, train_limit: int | None, message: str) -> None:
     y = np.repeat(np.arange(10), 10)
     with pytest.raises(DataError, match=message):
         stratified_split(y, val_size, train_limit, seed=0)
+
+
+def test_stratified_split_refuses_to_empty_a_small_class() -> None:
+    y = np.array([0] + [1] * 99)  # class 0's share of 60 held out, 0.6, rounds up to its one image
+    with pytest.raises(DataError, match=r"data.val_size=60 of the 100 training images leaves some class without "
+                                        r"training images \(label 0; the smallest of the 2 classes has 1 image"):
+        stratified_split(y, 60, None, seed=0)
+    with pytest.raises(DataError, match="leave none to hold out for validation"):
+        stratified_split(np.arange(5), 1, None, seed=0)  # one image per class
 
 
 # ---------------------------------------------------------------------------------------- augmentation
@@ -263,8 +273,9 @@ def test_npz_missing_arrays_and_bad_labels(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset() -> None:
-    with pytest.raises(DataError, match="unknown dataset 'mnist'; known: cifar100, cifar10, synthetic"):
-        load_arrays(DataConfig(dataset="mnist"))
+    with pytest.raises(DataError, match="unknown dataset 'svhn'; known: cifar100, cifar10, mnist, fashion_mnist, "
+                                        "imagefolder, synthetic"):
+        load_arrays(DataConfig(dataset="svhn"))
 
 
 CIFAR100 = os.environ.get("HPSEARCH_CIFAR100")

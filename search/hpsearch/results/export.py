@@ -15,12 +15,14 @@ import torch
 from torch import nn
 
 from ..space import TrialConfig
+from ..space.registry import input_shape
 from ..training.checkpoint import (
     FORMAT,
     METADATA_FILE,
     VERSION,
     Checkpoint,
     CheckpointError,
+    channels_of,
     exported_kind,
     load_checkpoint,
     load_payload,
@@ -50,7 +52,10 @@ class Classifier(nn.Module):
 
 def metadata(ckpt: Checkpoint) -> dict[str, Any]:
     """What an exported file says about itself (stored beside the graph as hpsearch.json)."""
-    return {"format": FORMAT, "version": VERSION, "input": "float32 NCHW images of 32x32 RGB pixels in 0..1",
+    channels, h, w = input_shape(ckpt.config)
+    pixels = {3: "RGB", 1: "grayscale"}.get(channels, f"{channels}-channel")
+    return {"format": FORMAT, "version": VERSION, "input": f"float32 NCHW images of {h}x{w} {pixels} pixels in 0..1 "
+            f"(shape (N, {channels}, {h}, {w}))",
             "output": "class logits", "class_names": list(ckpt.class_names), "metric": ckpt.metric,
             "value": ckpt.value, "trial": ckpt.trial, "study": ckpt.study, "epoch": ckpt.epoch,
             "mean": ckpt.mean.tolist(), "std": ckpt.std.tolist(), "config": ckpt.config.to_dict()}
@@ -70,7 +75,7 @@ def export(source: str | Path, out: str | Path, fmt: str = "checkpoint") -> Path
         return save(payload, out)
     ckpt = load_checkpoint(source)
     net = Classifier(ckpt.model, ckpt.mean, ckpt.std).eval()
-    example = torch.rand(2, 3, 32, 32)
+    example = torch.rand(2, *input_shape(ckpt.config))  # the images of the data set it was trained on
     extra = {METADATA_FILE: json.dumps(metadata(ckpt))}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notices: the user asked for this format by name
@@ -120,8 +125,11 @@ def load_any(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read {path} as an exported hpsearch model ({first}); export it again") from None
-    # The model normalises inside: the evaluation feeds it images in 0..1 (mean 0, std 1 leaves them so).
+    # The model normalises inside: the evaluation feeds it images in 0..1 (mean 0, std 1 leaves them so), one
+    # value a channel, so that a grayscale model's input keeps its one channel.
+    channels = channels_of(config, str(path))
     return Checkpoint(model=Frozen(model).to(torch.device(device)), config=config, metric=str(meta.get("metric")),
                       value=float(meta.get("value") or 0.0), trial=meta.get("trial"), study=meta.get("study"),
-                      epoch=meta.get("epoch"), class_names=names, mean=torch.zeros(3), std=torch.ones(3),
+                      epoch=meta.get("epoch"), class_names=names, mean=torch.zeros(channels),
+                      std=torch.ones(channels),
                       payload={**meta, "format": kind})

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import HpsearchError
 from ..space.config import TrialConfig
+from ..space.registry import ConfigError, input_shape
 from .data import normalize
 from .models import build_model
 
@@ -141,9 +142,9 @@ def load_payload(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def _checked_stats(payload: dict[str, Any], source: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input mean and std a checkpoint claims, as (3,) tensors: three finite numbers each, the std above 0
-    (a std of 0 would divide every image by zero)."""
+def _checked_stats(payload: dict[str, Any], source: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input mean and std a checkpoint claims, as (C,) tensors for its data set's C channels (3 RGB, 1
+    grayscale): C finite numbers each, the std above 0 (a std of 0 would divide every image by zero)."""
     out = []
     for key in ("mean", "std"):
         value = payload.get(key)
@@ -151,13 +152,24 @@ def _checked_stats(payload: dict[str, Any], source: str) -> tuple[torch.Tensor, 
             tensor = torch.tensor(value, dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError):
             tensor = torch.zeros(0)
-        if tensor.shape != (3,) or not bool(torch.isfinite(tensor).all()) or (key == "std" and
-                                                                            bool((tensor <= 0).any())):
-            raise CheckpointError(f"{source}: its input {key} must be three finite numbers"
-                                  f"{' above 0' if key == 'std' else ''} (one per RGB channel), got {value!r}; "
+        if tensor.shape != (channels,) or not bool(torch.isfinite(tensor).all()) or (key == "std" and
+                                                                                   bool((tensor <= 0).any())):
+            count = {1: "one finite number", 3: "three finite numbers"}.get(channels, f"{channels} finite numbers")
+            what = {1: "the grayscale images' one channel", 3: "one per RGB channel"}.get(channels, "one per channel")
+            raise CheckpointError(f"{source}: its input {key} must be {count}"
+                                  f"{' above 0' if key == 'std' else ''} ({what}), got {value!r}; "
                                   "it cannot be used: export it again")
         out.append(tensor)
     return out[0], out[1]
+
+
+def channels_of(config: TrialConfig, source: str) -> int:
+    """The image channels of a checkpoint's data set (registry.input_shape); CheckpointError naming `source` when
+    its config names a data set this hpsearch does not know."""
+    try:
+        return input_shape(config)[0]
+    except (ConfigError, KeyError) as exc:
+        raise CheckpointError(f"{source}: its config's data set cannot be used here: {exc}") from None
 
 
 def exported_kind(path: Path) -> str | None:
@@ -188,7 +200,7 @@ class Checkpoint:
     study: str | None
     epoch: int | None  # the epoch whose weights these are
     class_names: tuple[str, ...]
-    mean: torch.Tensor  # (3,) input normalisation of the training split, 0..1 scale
+    mean: torch.Tensor  # (C,) input normalisation of the training split, 0..1 scale (C: the images' channels)
     std: torch.Tensor
     payload: dict[str, Any]  # the file's contents as read
 
@@ -209,7 +221,7 @@ def from_payload(payload: dict[str, Any], source: str = "the checkpoint",
     names = tuple(payload.get("class_names") or ())
     if not names or payload.get("mean") is None or payload.get("std") is None:
         raise CheckpointError(f"{source} lacks class names or the input mean/std; it cannot be used for inference")
-    mean, std = _checked_stats(payload, source)
+    mean, std = _checked_stats(payload, source, channels_of(config, source))
     try:
         model = build_model(config.model, len(names), config)
         model.load_state_dict(payload["state_dict"])

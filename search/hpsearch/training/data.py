@@ -1,7 +1,9 @@
-"""Data: CIFAR-10/100 (an .npz or torchvision's folder) or synthetic images, held on the training device.
+"""Data: CIFAR-10/100, MNIST, Fashion-MNIST (an .npz or torchvision's folder), an image folder of your own or synthetic
+images, held on the training device.
 
-The whole split lives on the device as uint8 NCHW tensors; each batch is shuffled, augmented (random crop
-with zero padding, horizontal flip) and normalised there: no DataLoader, no PIL, no host sync per batch.
+The whole split lives on the device as uint8 NCHW tensors; each batch is shuffled, augmented (augment.py: random
+crop with zero padding, horizontal flip, and the optional rotation, translation and colour jitter) and normalised
+there: no DataLoader, no PIL, no host sync per batch.
 The arrays come from rawdata.py. `prepare` makes a DeviceData; a worker makes it once and hands it to every trial
 (study/worker.py), so nothing here caches.
 """
@@ -13,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..space.config import AugmentConfig, DataConfig, TrialConfig
 from ..space.registry import DATASETS
-from .rawdata import DataError, load_arrays
+from .augment import augment_batch  # also imported from here (tests, callers of the batch path)
+from .rawdata import DataError, load_arrays, load_test_arrays
 
 
 # ------------------------------------------------------------------------------------------------------ split
@@ -31,17 +33,28 @@ def stratified_split(
     subset of the rest.
     """
     n = len(y)
-    if not 1 <= val_size < n:
-        raise DataError(f"data.val_size must be between 1 and {n - 1} (the training images), got {val_size}")
+    labels, per_class = np.unique(y, return_counts=True)
+    most = n - len(labels)  # every class keeps at least one training image
+    if most < 1:
+        raise DataError(f"the {n} training images of {len(labels)} classes leave none to hold out for validation "
+                        "(each class needs at least one training image); give every class at least two images")
+    if not 1 <= val_size <= most:
+        raise DataError(f"data.val_size={val_size} does not fit the {n} training images of {len(labels)} classes: "
+                        f"set data.val_size between 1 and {most} (each class keeps at least one training image)")
     rng = np.random.default_rng(seed)
     val_idx, rest = _take_stratified(y, np.arange(n), val_size, rng)
-    classes, counts = np.unique(y[rest], return_counts=True)
-    if len(classes) < len(np.unique(y)):
-        raise DataError(f"data.val_size={val_size} leaves some class without training images; lower it")
+    classes = np.unique(y[rest])
+    if len(classes) < len(labels):  # uneven classes: a small class's share can round up to all of its images
+        emptied = sorted(set(labels.tolist()) - set(classes.tolist()))
+        raise DataError(f"data.val_size={val_size} of the {n} training images leaves some class without training "
+                        f"images (label {', '.join(map(str, emptied[:5]))}{', ...' if len(emptied) > 5 else ''}; "
+                        f"the smallest of the {len(labels)} classes has {per_class.min()} image(s)); lower "
+                        "data.val_size, or add images to the smallest classes")
     if train_limit is not None:
         if not len(classes) <= train_limit <= len(rest):
             raise DataError(f"data.train_limit must be between {len(classes)} (one image per class) and "
-                            f"{len(rest)} (the images left after val_size={val_size}), got {train_limit}")
+                            f"{len(rest)} (the images left after val_size={val_size}), got {train_limit}; set "
+                            "it in that range, or remove it to train on them all")
         rest, _ = _take_stratified(y, rest, train_limit, rng)
     return np.sort(rest), np.sort(val_idx)
 
@@ -66,12 +79,12 @@ def _take_stratified(
 # ----------------------------------------------------------------------------------------------------- device
 @dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
 class DeviceData:
-    train_x: Tensor  # (N, 3, 32, 32) uint8 on the training device
+    train_x: Tensor  # (N, C, H, W) uint8 on the training device: C=3 RGB or C=1 grayscale
     train_y: Tensor  # (N,) int64
     val_x: Tensor
     val_y: Tensor
-    mean: Tensor  # (3,) float32 per-channel mean of the training split, on the 0..1 scale
-    std: Tensor  # (3,) float32
+    mean: Tensor  # (C,) float32 per-channel mean of the training split, on the 0..1 scale
+    std: Tensor  # (C,) float32
     num_classes: int
     class_names: tuple[str, ...]
 
@@ -91,26 +104,6 @@ class DeviceData:
             yield normalize(x, self.mean, self.std, channels_last), self.train_y[idx]
 
 
-def augment_batch(x: Tensor, augment: AugmentConfig, generator: torch.Generator) -> Tensor:
-    """Random crop after zero padding and random horizontal flip per image, batched: uint8 NCHW in and out."""
-    n, _, h, w = x.shape
-    device = x.device
-    if augment.crop_padding > 0:
-        p = augment.crop_padding
-        padded = F.pad(x, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (n, 1), device=device, generator=generator)
-        dx = torch.randint(0, 2 * p + 1, (n, 1), device=device, generator=generator)
-        rows = (dy + torch.arange(h, device=device))[:, None, :, None]
-        cols = (dx + torch.arange(w, device=device))[:, None, None, :]
-        images = torch.arange(n, device=device)[:, None, None, None]
-        channels = torch.arange(x.shape[1], device=device)[None, :, None, None]
-        x = padded[images, channels, rows, cols]  # one gather: each image's own window
-    if augment.flip:
-        flip = torch.rand(n, device=device, generator=generator) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
-
-
 def normalize(x: Tensor, mean: Tensor, std: Tensor, channels_last: bool = False) -> Tensor:
     """uint8 NCHW (0..255) or float NCHW (0..1) -> float32 (x - mean) / std per channel, optionally channels_last.
 
@@ -122,7 +115,8 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor, channels_last: bool = False)
 
 
 def standardize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Float NCHW images in 0..1 -> (x - mean) / std with the (3,) per-channel mean and std; never writes into x."""
+    """Float NCHW images in 0..1 -> (x - mean) / std with the (C,) per-channel mean and std (C: the images'
+    channels, 3 or 1); never writes into x."""
     return (x - mean[:, None, None]) / std[:, None, None]
 
 
@@ -137,11 +131,16 @@ def prepare(cfg: DataConfig, device: torch.device | str, include_val: bool = Fal
     if problems:
         raise DataError("; ".join(problems))
     raw = load_arrays(cfg)
-    train_idx, val_idx = stratified_split(raw.y_train, cfg.val_size, cfg.train_limit, cfg.split_seed)
+    try:  # an image folder's split is checked only here: the registry cannot know its image count ahead
+        train_idx, val_idx = stratified_split(raw.y_train, cfg.val_size, cfg.train_limit, cfg.split_seed)
+    except DataError as exc:
+        raise DataError(f"{cfg.dataset} data under {cfg.root}: {exc}") from None
     if include_val:
         train_idx = np.sort(np.concatenate([train_idx, val_idx]))
     x_train = raw.x_train[train_idx]
-    mean, std = _channel_stats(x_train)
+    # data.mean and data.std fix the normalisation (course notes' Normalize((0.5,), (0.5,))); else the split's own.
+    mean, std = (list(cfg.mean), list(cfg.std)) if cfg.mean is not None and cfg.std is not None else \
+        _channel_stats(x_train)
     return DeviceData(
         train_x=_to_nchw(x_train, device),
         train_y=torch.from_numpy(raw.y_train[train_idx]).to(device),
@@ -155,20 +154,24 @@ def prepare(cfg: DataConfig, device: torch.device | str, include_val: bool = Fal
 
 
 def load_test(cfg: DataConfig, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The test split as (uint8 NCHW, int64 labels) on the device; normalise with the training mean/std."""
-    raw = load_arrays(cfg)
-    return _to_nchw(raw.x_test, device), torch.from_numpy(raw.y_test).to(device)
+    """The test split as (uint8 NCHW, int64 labels) on the device; normalise with the training mean/std. DataError
+    when the data set has none (an image folder without test/)."""
+    x, y = load_test_arrays(cfg)
+    return _to_nchw(x, device), torch.from_numpy(y).to(device)
 
 
 def _to_nchw(x: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 (N, H, W, C) numpy images -> a (N, C, H, W) tensor on the device, for any C."""
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
 
 
 def _channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 NHWC images on the 0..1 scale (float64 sums in chunks)."""
-    total, total_sq = np.zeros(3), np.zeros(3)
+    """Per-channel mean and std of uint8 NHWC images on the 0..1 scale, one value a channel whatever their number
+    (float64 sums in chunks)."""
+    channels = x.shape[3]
+    total, total_sq = np.zeros(channels), np.zeros(channels)
     for start in range(0, len(x), 8192):
-        chunk = x[start : start + 8192].reshape(-1, 3).astype(np.float64)
+        chunk = x[start : start + 8192].reshape(-1, channels).astype(np.float64)
         total += chunk.sum(0)
         total_sq += (chunk**2).sum(0)
     count = len(x) * x.shape[1] * x.shape[2]
