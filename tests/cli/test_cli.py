@@ -130,6 +130,28 @@ def test_sample_prints_configurations_and_parameter_counts(capsys: pytest.Captur
     assert "batch_size: 64" in capsys.readouterr().out
 
 
+FIXED = """\
+study: {name: fixed}
+data: {dataset: synthetic, val_size: 40, synthetic: {size: 200, test_size: 10, classes: 4}}
+train: {epochs: 1, batch_size: 64, device: cpu}
+model: {widths: [4], blocks_per_stage: 1}
+"""
+
+
+def test_sample_stops_where_a_grid_is_drawn_whole(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(FIXED + "cases: {net: {a: {model.widths: [4]}, b: {model.widths: [8]}}}\n")
+    assert main(["sample", str(grid), "-n", "5", "--set", "study.sampler={name: grid}"]) == 0
+    assert capsys.readouterr().out.count("# sample") == 2  # the grid's two rows, then the study stops
+
+
+def test_a_space_that_searches_nothing_runs_one_trial(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "fixed.yaml").write_text(FIXED)
+    assert main(["run", "fixed.yaml"]) == 0
+    assert "the space searches nothing: running 1 trial" in capsys.readouterr().err
+    assert len(study_of(workdir, "fixed").trials) == 1
+
+
 @pytest.mark.parametrize("argv, message", [
     (["run", "nope.yaml"], "cannot read the space file"),
     (["run", str(TINY), "--set", "train.epochs=-1"], "--set train.epochs=-1: train.epochs: must be in [1, 10000], "

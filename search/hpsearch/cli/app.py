@@ -159,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nhpsearch: interrupted ({exc or 'Ctrl-C'}); nothing was left half-written (a study keeps every "
               "finished trial)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `hpsearch sample ... | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush does not fail again
+        return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -208,18 +211,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..space.registry import num_classes
     from ..study.samplers import make_sampler
     from ..training.models import build_model, count_parameters
+    from ..training.rawdata import class_names
 
     space = _load(args)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failure reaches main as itself, not as Optuna's log too
     study = optuna.create_study(direction=space.study.direction, sampler=make_sampler(space))
-    for i in range(args.n):
-        trial = study.ask()
+
+    def show(trial: optuna.Trial) -> float:
         config = suggest(trial, space)
-        n_params = count_parameters(build_model(config.model, num_classes(config), config))
-        print(f"# sample {i + 1}: {n_params:,} parameters")
+        classes = num_classes(config)  # None for an image folder: its train/ class folders say
+        classes = classes if classes is not None else len(class_names(config.data))
+        n_params = count_parameters(build_model(config.model, classes, config))
+        print(f"# sample {trial.number + 1}: {n_params:,} parameters")
         shown = config.to_dict() if args.full else trial.params
         print(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False).rstrip() or "{}  # nothing searched")
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # keeps the sampler's state moving
+        raise optuna.TrialPruned  # told as pruned: keeps the sampler's state moving, and adds nothing to learn from
+
+    # Inside optimize, a grid sampler may stop the study once every combination is drawn (fewer than --n).
+    study.optimize(show, n_trials=args.n)
     return 0
 
 
@@ -233,7 +242,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         with startup():  # no garbage collection while torch, the data and the study load (see runner.startup)
             space, url, gpus, study, worker = _open_run(args, run_id)
         name = study.study_name
-        code = run(Plan(space, url, name, args.trials, args.timeout, args.workers, gpus, run_id), worker)
+        trials = args.trials
+        if trials is None and not space.params():  # every trial would be the same one
+            trials = 1
+            print("hpsearch: the space searches nothing: running 1 trial (--trials N repeats it)", file=sys.stderr)
+        code = run(Plan(space, url, name, trials, args.timeout, args.workers, gpus, run_id), worker)
         _summary(study, space, args, url, run_id, artifact_dir(url, name))  # study.trials reads the storage anew
     finally:
         gc.unfreeze()  # what start-up froze: collected again once the command ends

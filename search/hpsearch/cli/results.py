@@ -84,12 +84,16 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
                    "on the training and validation images together, for all its epochs, keep the final weights, "
                    "report test accuracy and write the model as a checkpoint.", """
                    hpsearch retrain spaces/smoke.yaml --out final.pt
-                   hpsearch retrain spaces/cifar100.yaml --out final.pt --data-root ~/datasets --trial 12""")
+                   hpsearch retrain spaces/cifar100.yaml --out final.pt --data-root ~/datasets --trial 12
+                   hpsearch retrain spaces/seeds/cifar100_vgg.yaml --out row.pt --trial 4 --test-every-epoch""")
     study_args(retrain)
     retrain.add_argument("--out", required=True, metavar="PATH", help="the checkpoint to write")
     retrain.add_argument("--trial", type=_trial_number, metavar="N", help="this trial (default: the best one)")
     retrain.add_argument("--data-root", metavar="DIR", help="folder holding the data set (default: as searched)")
     retrain.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: as searched)")
+    retrain.add_argument("--test-every-epoch", action="store_true",
+                         help="also measure the test set after every epoch and print its curve, maximum and final "
+                              "value (the maximum is course notes' optimistic protocol; the final value is ours)")
 
     dashboard = verb("dashboard", "serve optuna-dashboard on the study, with its checkpoints",
                      "Serve optuna-dashboard on the study's storage with its artifact store, so each kept trial "
@@ -221,18 +225,33 @@ def cmd_retrain(args: argparse.Namespace) -> int:
           f"{trial.value:.4f}) on train+validation for {epochs} epoch{'s' if epochs != 1 else ''}", file=sys.stderr)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        test = f"  test_acc {metrics['test_acc']:.4f}" if "test_acc" in metrics else ""
         print(f"  epoch {epoch}/{epochs}  train_loss {metrics['train_loss']:.4f}  train_acc "
-              f"{metrics['train_acc']:.4f}  {metrics['seconds']:.1f}s", file=sys.stderr, flush=True)
+              f"{metrics['train_acc']:.4f}{test}  {metrics['seconds']:.1f}s", file=sys.stderr, flush=True)
 
-    result = retrain(config, trial.number, study.study_name, on_epoch)
+    result = retrain(config, trial.number, study.study_name, on_epoch, test_every_epoch=args.test_every_epoch)
     path = save(result.payload, args.out)
     print(f"retrained trial {trial.number}: {result.train_images:,} images (train+val), {result.epochs} "
           f"epoch{'s' if result.epochs != 1 else ''}, "
           f"{result.seconds:.1f}s, {result.parameters:,} parameters")
+    if args.test_every_epoch:
+        print(test_curve(result.history))
     print(f"test set: {result.test.images:,} images\n  top-1 accuracy  {result.test.top1:.4f}\n  top-5 accuracy  "
           f"{result.test.top5:.4f}\n  (the search's {config.metric} of this configuration: {trial.value:.4f})")
     print(f"wrote {path}")
     return 0
+
+
+def test_curve(history: list[dict[str, float]]) -> str:
+    """The test accuracy of every epoch, its maximum and its final value, each labelled with the protocol it
+    belongs to: the maximum is chosen by the test set (course notes' figure), the final value by nothing."""
+    curve = [h["test_acc"] for h in history]
+    best = max(range(len(curve)), key=curve.__getitem__)
+    return (f"test accuracy after each epoch:\n  {' '.join(f'{v:.4f}' for v in curve)}\n"
+            f"  maximum  {curve[best]:.4f} at epoch {best + 1}  (best test epoch: the notes' optimistic protocol, "
+            f"the test set picks the epoch)\n"
+            f"  final    {curve[-1]:.4f} at epoch {len(curve)}  (the last epoch's weights: the model written, "
+            f"chosen by nothing)")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

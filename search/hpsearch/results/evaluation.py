@@ -17,9 +17,9 @@ import torch
 from ..space import TrialConfig
 from ..training.checkpoint import Checkpoint, from_payload, make_payload
 from ..training.data import load_test, prepare
-from ..training.device import resolve_device
+from ..training.device import repeatable_cublas, resolve_device
 from ..training.evaluate import evaluate
-from ..training.rawdata import DataError
+from ..training.rawdata import DataError, no_test_split
 from ..training.train import train
 
 
@@ -83,19 +83,30 @@ class Retrained:
     epochs: int
     seconds: float
     parameters: int
+    history: list[dict[str, float]]  # each epoch's metrics (test_acc and test_loss with test_every_epoch)
 
 
 def retrain(config: TrialConfig, trial: int | None, study: str | None,
-            on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Retrained:
+            on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+            test_every_epoch: bool = False) -> Retrained:
     """Train `config` on train+validation for all its epochs, keep the last epoch's weights, measure them on test.
 
     The validation images are part of the training set here, so no epoch is selected by them: the final weights
-    are the model, as the full schedule intends.
+    are the model, as the full schedule intends. `test_every_epoch` also measures the test set after every epoch
+    (test_acc and test_loss in each epoch's metrics and in `history`): the curve that course notes quote the
+    maximum of. That maximum is picked by the test set itself, so it is an optimistic figure; the model kept is
+    still the last epoch's.
     """
+    missing = no_test_split(config.data)  # before the training, not after it
+    if missing:
+        raise DataError(missing)
     device = resolve_device(config.train.device)
+    if config.train.deterministic:
+        repeatable_cublas()
     data = prepare(config.data, device, include_val=True)
+    also = {"test": load_test(config.data, device)} if test_every_epoch else None
     started = time.perf_counter()
-    result = train(config, data, on_epoch)
+    result = train(config, data, on_epoch, also_evaluate=also)
     seconds = time.perf_counter() - started
     mean, std = data.mean.flatten().tolist(), data.std.flatten().tolist()
     payload = make_payload(result.final_state, config, "test_acc", 0.0, trial, data.class_names, study,
@@ -104,7 +115,8 @@ def retrain(config: TrialConfig, trial: int | None, study: str | None,
     ckpt = from_payload(payload, "the retrained model")
     test = score_test_set(ckpt, config.data.root, device=str(device))
     payload["value"] = float(test.top1)
-    return Retrained(payload, test, len(data.train_y), result.epochs_run, seconds, result.num_params)
+    return Retrained(payload, test, len(data.train_y), result.epochs_run, seconds, result.num_params,
+                     result.history)
 
 
 __all__ = ["Retrained", "Scores", "retrain", "score_test_set", "with_data"]
