@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from hpsearch.bench import bench
 from hpsearch.cli import main
@@ -113,3 +114,14 @@ def test_overhead_alternates_worker_counts_and_pairs_the_draws(monkeypatch: pyte
     medians = bench.overhead("space.yaml", trials=4, workers=[1, 2], repeats=3, out=lambda line: None)
     assert calls == [(1, 0), (2, 0), (1, 1), (2, 1), (1, 2), (2, 2)]  # alternating; each draw for every count
     assert medians[1].wall_s == medians[2].wall_s == 11.0 and medians[2].workers == 2
+
+
+def test_the_determinism_benchmark_times_both_settings_and_leaves_the_flags_off(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from hpsearch.bench import determinism
+
+    runs = determinism.measure("cnn6", images=200, epochs=1, repeats=1, device=torch.device("cpu"))
+    assert set(runs) == {False, True} and all(len(v) == 1 and v[0] > 0 for v in runs.values())
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert determinism.main(["--images", "200", "--epochs", "1", "--repeats", "1", "--device", "cpu"]) == 0
+    assert "| true |" in capsys.readouterr().out
