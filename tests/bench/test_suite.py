@@ -21,9 +21,11 @@ def test_the_dry_run_runs_every_step_and_writes_json_and_markdown(tmp_path: Path
     assert list(steps) == [name for name, _ in suite.STEPS] and record["dry_run"] is True
     assert {n: e["status"] for n, e in steps.items()} == {
         "env": "ok", "loop": "ok", "resnet18_epoch": "ok", "trials_per_hour": "ok", "search": "ok",
-        "fused": "skipped", "seeds": "skipped"}
+        "fused": "skipped", "seeds": "ok"}
     assert steps["loop"]["resnet18"]["hpsearch_img_s"] > 0 and steps["loop"]["cnn6"]["ratio"] > 0
     assert steps["resnet18_epoch"]["train_s_per_epoch"] > 0
+    assert set(steps["seeds"]["table_nets"]) == {"cnn6", "cnn10", "cnn10_batch64"}
+    assert steps["seeds"]["table_estimate_min"] > 0 and steps["seeds"]["deterministic_img_s"]["ratio"] > 0
     assert {k for k in steps["trials_per_hour"] if k.endswith("_workers")} == {"1_workers", "2_workers"}
     assert steps["search"]["trials"] == {"complete": 2} and 0 <= steps["search"]["test_top1"] <= 1
     assert (tmp_path / "best.pt2").is_file()

@@ -14,7 +14,10 @@ runs it on the CPU.
    device (bench.overhead).
 5. search: a real search of spaces/cifar100.yaml for the time left in its budget, then the best trial exported and
    evaluated on the test set (needs --data-root; skipped with the reason without it).
-6. fused, seeds: the fused-trials and seed-spaces issues' figures, recorded as not built yet until they land.
+6. fused: the fused-trials issue's figures, recorded as not built yet until it lands.
+7. seeds: what the seed spaces cost on the device: the augmentations per epoch (bench.augment), train.deterministic
+   against not (bench.determinism), and one epoch of each net of spaces/seeds/cifar100_vgg.yaml's table, from
+   which the whole table's time (3 recipes x 30 epochs a net) is estimated.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-# Seconds per step of a full run: 460 in all, inside the eight minutes one device call may take with start-up.
-BUDGETS: dict[str, float] = {"env": 10, "loop": 90, "resnet18_epoch": 60, "trials_per_hour": 150, "search": 150,
-                             "fused": 1, "seeds": 1}
+# Seconds per step of a full run: 476 in all, inside the eight minutes one device call may take with start-up.
+BUDGETS: dict[str, float] = {"env": 10, "loop": 90, "resnet18_epoch": 60, "trials_per_hour": 150, "search": 140,
+                             "fused": 1, "seeds": 25}
 DRY_BUDGET = 120  # seconds per step of a dry run: generous on a loaded 2-core CI machine
 
 
@@ -243,6 +246,45 @@ def step_search(ctx: Context, seconds: float) -> dict[str, Any]:
             "test_top5": round(scores.top5, 4), "exported": exported.name}
 
 
+def step_seeds(ctx: Context, seconds: float) -> dict[str, Any]:
+    """The seed spaces' costs on this device; the nets are the table's rows, timed on synthetic CIFAR-100-shaped
+    images (the real data's values change nothing of the time)."""
+    from ..space import load_space
+    from ..space.config import DataConfig, SyntheticConfig, TrainConfig, TrialConfig
+    from ..training.data import prepare
+    from ..training.device import resolve_device
+    from ..training.train import train
+    from . import augment, determinism
+
+    device = resolve_device(ctx.device)
+    images = 256 if ctx.dry_run else 12_800
+    rows = augment.measure(images, 256 if not ctx.dry_run else 64, 1 if ctx.dry_run else 3, device)
+    out: dict[str, Any] = {"augment_vs_crop_flip": {r.setting: round(r.ratio, 2) for r in rows},
+                           "augment_epoch_s": {r.setting: round(r.epoch_seconds, 4) for r in rows}}
+    runs = determinism.measure("cnn6", 200 if ctx.dry_run else 10_000, 1, 1 if ctx.dry_run else 2, device)
+    off, on = (sorted(runs[flag])[len(runs[flag]) // 2] for flag in (False, True))
+    out["deterministic_img_s"] = {"false": round(off, 1), "true": round(on, 1), "ratio": round(on / off, 3)}
+    table = load_space(Path(__file__).resolve().parents[3] / "spaces" / "seeds" / "cifar100_vgg.yaml")
+    n = 200 if ctx.dry_run else 10_000  # training images of the timed epoch; the estimate scales to 45,000
+    data_cfg = DataConfig(dataset="synthetic", val_size=50 if ctx.dry_run else 1000,
+                          synthetic=SyntheticConfig(size=n + (50 if ctx.dry_run else 1000), test_size=10,
+                                                    classes=100))
+    data = prepare(data_cfg, device)
+    nets: dict[str, Any] = {}
+    for net, values in table.cases["net"].items():
+        widths = tuple(values["model.widths"])
+        batch = int(values.get("train.batch_size", table.sections["train"].fields["batch_size"]))
+        base = TrialConfig(data=data_cfg, train=TrainConfig(epochs=2, batch_size=batch, device=str(device)))
+        config = TrialConfig.from_dict({**base.to_dict(), "model": {"widths": list(widths), "blocks_per_stage": 2}})
+        result = train(config, data)  # the second epoch is timed: the first pays for cuDNN's kernel search
+        epoch_s = result.history[-1]["seconds"] * 45_000 / len(data.train_y)
+        nets[net] = {"batch": batch, "epoch2_s": round(result.history[-1]["seconds"], 3),
+                     "epoch_s_45k": round(epoch_s, 2), "table_rows_s": round(3 * 30 * epoch_s, 1)}
+    out["table_nets"] = nets
+    out["table_estimate_min"] = round(sum(v["table_rows_s"] for v in nets.values()) / 60, 1)
+    return out
+
+
 def step_not_built(reason: str) -> Step:
     def step(ctx: Context, seconds: float) -> dict[str, Any]:
         return {"status": "skipped", "reason": reason}
@@ -257,5 +299,5 @@ STEPS: list[tuple[str, Step]] = [
     ("trials_per_hour", step_trials_per_hour),
     ("search", step_search),
     ("fused", step_not_built("fused trials (--fuse K) are not built yet: their issue adds K = 1, 4, 8 here")),
-    ("seeds", step_not_built("the seed spaces are not shipped yet: their issue adds the course table's rows here")),
+    ("seeds", step_seeds),
 ]
