@@ -154,6 +154,7 @@ def test_a_space_that_searches_nothing_runs_one_trial(workdir: Path, capsys: pyt
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "nope.yaml"], "cannot read the space file"),
+    (["evaluate", str(TINY)], "is a space file; evaluate takes a checkpoint. Fix: hpsearch export"),
     (["run", str(TINY), "--set", "train.epochs=-1"], "--set train.epochs=-1: train.epochs: must be in [1, 10000], "
                                                      "got -1"),
     (["run", str(TINY), "--storage", "notaurl://x"], "cannot open the study storage notaurl://x"),

@@ -193,6 +193,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..results.export import load_any
     from ..training.models import count_parameters
 
+    if Path(args.checkpoint).suffix.lower() in (".yaml", ".yml"):
+        raise UsageError(f"{args.checkpoint} is a space file; evaluate takes a checkpoint. Fix: hpsearch export "
+                         f"{args.checkpoint} --out best.pt (add --trial N for another trial), then hpsearch "
+                         "evaluate best.pt")
     ckpt = load_any(args.checkpoint)
     scores = score_test_set(ckpt, args.data_root, args.device, args.per_class, args.batch_size)
     origin = f"trial {ckpt.trial} of study {ckpt.study!r}" if ckpt.trial is not None else "a model"
