@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -262,7 +263,7 @@ def step_seeds(ctx: Context, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"augment_vs_crop_flip": {r.setting: round(r.ratio, 2) for r in rows},
                            "augment_epoch_s": {r.setting: round(r.epoch_seconds, 4) for r in rows}}
     runs = determinism.measure("cnn6", 200 if ctx.dry_run else 10_000, 1, 1 if ctx.dry_run else 2, device)
-    off, on = (sorted(runs[flag])[len(runs[flag]) // 2] for flag in (False, True))
+    off, on = (statistics.median(runs[flag]) for flag in (False, True))
     out["deterministic_img_s"] = {"false": round(off, 1), "true": round(on, 1), "ratio": round(on / off, 3)}
     table = load_space(Path(__file__).resolve().parents[3] / "spaces" / "seeds" / "cifar100_vgg.yaml")
     n = 200 if ctx.dry_run else 10_000  # training images of the timed epoch; the estimate scales to 45,000
