@@ -24,6 +24,7 @@ from .rules import (
     DIRECTIONS,
     KINDS,
     MAX_CASE_COMBINATIONS,
+    MAX_FUSE,
     OPTIONS,
     PARAM_KEYS,
     RANGES,
@@ -87,6 +88,7 @@ class _Checker:
         study = self.study(tree.get("study") or {}, default_name)
         self.cross_checks(sections)
         self.grid_needs_steps(sections, study)
+        self.fuse_fits(sections, study)
         if not self.problems:
             self.component_rules(sections, study.metric)
         return Space(self.doc.source, study, sections, tree)
@@ -230,8 +232,13 @@ class _Checker:
         pruner = self.component(raw.get("pruner", {"name": "median"}), ("study", "pruner"), PRUNERS,
                                 default="median")
         interval, grace, retries, resume_every = self.reliability(raw)
+        fuse = raw.get("fuse", 1)
+        if not isinstance(fuse, int) or isinstance(fuse, bool) or not 1 <= fuse <= MAX_FUSE:
+            self.problem(("study", "fuse"), f"expected a whole number of trials from 1 (each alone) to {MAX_FUSE}, "
+                                            f"got {fuse!r}")
+            fuse = 1
         return StudySpec(name, direction, metric, storage, sampler, pruner, keep, interval, grace, retries,
-                         resume_every)
+                         resume_every, fuse)
 
     def reliability(self, raw: dict[str, Any]) -> tuple[int | None, int | None, int, int]:
         """heartbeat_interval, grace_period (whole seconds or null), max_retry and resume_interval (whole numbers
@@ -499,6 +506,12 @@ class _Checker:
                     branch = chosen.get(kind)
                     where = (kind, "choose", branch, *leaf) if branch else (kind, *leaf)
                     self.problem(where, f"{registry.kind} {name!r}: {message}" if kind != "data" else message)
+
+    def fuse_fits(self, sections: dict[str, Section], study: StudySpec) -> None:
+        """A fused group trains one uncompiled model for all its members: train.compile cannot be on with it."""
+        if study.fuse > 1 and sections["train"].fields.get("compile", False) is not False:
+            self.problem(("train", "compile"), f"study.fuse: {study.fuse} trains each group as one fused model, "
+                                               "which is not compiled; set train.compile: false, or study.fuse: 1")
 
     def grid_needs_steps(self, sections: dict[str, Section], study: StudySpec) -> None:
         """The grid sampler tries every combination: each searched value needs a finite set of values."""

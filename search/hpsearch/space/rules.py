@@ -17,9 +17,10 @@ TOP_KEYS = ("study", *SECTIONS, "cases")
 # categorical parameter a group. Every combination of rows is checked as a whole space, so there are at most this
 # many.
 MAX_CASE_COMBINATIONS = 1_000
+MAX_FUSE = 64  # study.fuse, --fuse: the most trials one fused group trains at once
 CASE_GROUP = r"[A-Za-z][A-Za-z0-9_]*"
 STUDY_KEYS = ("name", "direction", "metric", "storage", "sampler", "pruner", "keep_checkpoints",
-              "heartbeat_interval", "grace_period", "max_retry", "resume_interval")
+              "heartbeat_interval", "grace_period", "max_retry", "resume_interval", "fuse")
 PARAM_KEYS = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"),
               "categorical": ("choices",)}
 DIRECTIONS = ("maximize", "minimize")

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import config as C
 from .registry import NAMED_SECTIONS, PRUNERS, SAMPLERS, Registry
-from .rules import CASE_GROUP, DIRECTIONS, OPTIONS, RANGES, SECTIONS, UNSEARCHABLE
+from .rules import CASE_GROUP, DIRECTIONS, MAX_FUSE, OPTIONS, RANGES, SECTIONS, UNSEARCHABLE
 from .space import StudySpec
 
 # Each sampler's and pruner's options by kind and name: {"sampler": {"tpe": ["seed", ...]}, "pruner": {...}}.
@@ -200,6 +200,8 @@ def _study(options: ComponentOptions) -> dict[str, Any]:
                           "description": comments["max_retry"]},
             "resume_interval": {"type": "integer", "minimum": 0, "default": StudySpec.resume_interval,
                                 "description": comments["resume_interval"]},
+            "fuse": {"type": "integer", "minimum": 1, "maximum": MAX_FUSE, "default": 1,
+                     "description": comments["fuse"]},
             "sampler": _component(SAMPLERS, options.get("sampler"), "tpe", comments["sampler"]),
             "pruner": _component(PRUNERS, options.get("pruner"), "median", comments["pruner"]),
         },

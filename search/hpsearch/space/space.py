@@ -74,6 +74,7 @@ class StudySpec:
     grace_period: int | None = None  # seconds without a heartbeat before a trial counts as dead; null: 2 intervals
     max_retry: int = 3  # times a trial whose worker died or was stopped is rerun from its last epoch; 0: never
     resume_interval: int = 60  # seconds of training between a running trial's saved states; 0: after every epoch
+    fuse: int = 1  # trials of one structure trained together as one fused model (--fuse); 1: each trial alone
 
 
 @dataclass(frozen=True)
