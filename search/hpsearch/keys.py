@@ -24,6 +24,8 @@ RESUMED_FROM = "resumed_from"  # a retry that resumed: the trial whose running c
 RESUMED_EPOCH = "resumed_epoch"  # ... and the epochs that checkpoint had finished
 RESUME_ERROR = "resume_error"  # a running checkpoint that could not be used, and why
 RUNNING_CHECKPOINT_ERROR = "running_checkpoint_error"  # a running state that could not be written
+FUSED = "fused"  # a trial trained in a fused group (--fuse): the group's size when it started
+FUSE_LEADER = "fuse_leader"  # ... and the number of the group's first trial (the same for all its members)
 
 # Study user attributes
 SPACE = "space"  # the space's identity (its trial sections, metric, direction): the resume guard compares it,

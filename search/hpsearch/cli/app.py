@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="worker processes on this study (default 1); --trials is the total across them")
     run.add_argument("--gpus", metavar="IDS", help="CUDA devices to deal the workers over, e.g. 0,1 "
                                                     "(several workers per GPU allowed)")
+    run.add_argument("--fuse", type=positive_int, default=None, metavar="K",
+                     help="train trials in groups of up to K that share their architecture, as one fused model "
+                          "(default: study.fuse, else 1: each trial alone); see the README's Fused trials")
 
     validate = verbs.add_parser(
         "validate", formatter_class=_Formatter, help="check space files and report every problem",
@@ -180,6 +183,8 @@ def _load(args: argparse.Namespace) -> Any:
     overrides: list[Any] = list(args.overrides)
     if getattr(args, "data_root", None):
         overrides.append((f"data.root={json.dumps(args.data_root)}", f"--data-root {args.data_root}"))
+    if getattr(args, "fuse", None):
+        overrides.append((f"study.fuse={args.fuse}", f"--fuse {args.fuse}"))
     return load_space(args.space, overrides)
 
 
@@ -246,7 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if trials is None and not space.params():  # every trial would be the same one
             trials = 1
             print("hpsearch: the space searches nothing: running 1 trial (--trials N repeats it)", file=sys.stderr)
-        code = run(Plan(space, url, name, trials, args.timeout, args.workers, gpus, run_id), worker)
+        code = run(Plan(space, url, name, trials, args.timeout, args.workers, gpus, run_id, space.study.fuse), worker)
         _summary(study, space, args, url, run_id, artifact_dir(url, name))  # study.trials reads the storage anew
     finally:
         gc.unfreeze()  # what start-up froze: collected again once the command ends
@@ -365,6 +370,8 @@ def next_steps(args: argparse.Namespace, url: str, study_name: str, artifacts: s
         again.append(f"--workers {args.workers}")
     if args.gpus:
         again.append(f"--gpus {q(args.gpus)}")
+    if getattr(args, "fuse", None):
+        again.append(f"--fuse {args.fuse}")
     return ["", "next:",
             f"  hpsearch report {where} --plots plots   # the best trials, a summary, plots",
             f"  hpsearch export {where} --out best.pt   # the best trial's checkpoint, for evaluate",

@@ -86,7 +86,7 @@ class Objective:
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runner turns it into this): retried, state kept
             stopped = True
             reason = f"interrupted ({exc or 'Ctrl-C'}) during epoch {self.epochs_seen + 1}"
-            self._fail(trial, reason, self.epochs_seen)
+            self.fail(trial, reason, self.epochs_seen)
             resume.Retry(self.space.study.max_retry, reason)(trial.study, frozen(trial))
             raise
         except STORAGE_FAULTS as exc:  # the worker's fault, not the trial's: stop, keep its state, retry it later
@@ -96,7 +96,7 @@ class Objective:
             reason = (f"the study's storage failed {when} of trial {trial.number} "  # follow each epoch
                       f"({type(exc).__name__}: {first[:300]})")
             try:  # if the storage answers again, record why and queue the rerun now; if not, the next run will
-                self._fail(trial, reason, self.epochs_seen)
+                self.fail(trial, reason, self.epochs_seen)
                 resume.Retry(self.space.study.max_retry, reason)(trial.study, frozen(trial))
             except STORAGE_FAULTS:
                 pass
@@ -108,52 +108,25 @@ class Objective:
         except Exception as exc:  # anything else a trial raises is that trial's failure, and the study goes on
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             reason = f"the trial raised {type(exc).__name__} in epoch {self.epochs_seen + 1}: {first[:500]}"
-            self._fail(trial, reason, self.epochs_seen)
+            self.fail(trial, reason, self.epochs_seen)
             raise TrialFailed(reason) from exc
         finally:
-            if self.running is not None and not stopped:  # ended for good: its running state is not needed
-                try:
-                    resume.discard(self.running, [*chain, trial.number])
-                except OSError as exc:  # a folder turned read-only: the trial's result stands, the file stays
-                    print(f"hpsearch: warning: trial {trial.number}: cannot remove its running state in "
-                          f"{self.running}: {exc.strerror or exc}", file=sys.stderr)
+            if not stopped:  # ended for good: its running state is not needed
+                self.discard([*chain, trial.number])
 
     def _run(self, trial: optuna.Trial, chain: list[int]) -> float:
         config = suggest(trial, self.space)
-        set_user_attrs(trial, {keys.EPOCHS: config.train.epochs,  # the config itself: studies.trial_config
-                               keys.WORKER: f"{socket.gethostname()}:{os.getpid()}",
-                               **({keys.RUN: self.run} if self.run else {})})
+        self.start(trial, config)
         device, data = self.worker.device, self.worker.data
         state = self._resumed_state(trial, chain, config) if chain else None
-        trained, epoch_seconds = 0, 0.0  # epochs trained by this run (a resumed trial skips the finished ones)
+        hooks = TrialHooks(self, trial, config, seen=self.epochs_seen)
+        started = hooks.started
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            nonlocal trained, epoch_seconds
-            self.epochs_seen, trained, epoch_seconds = epoch, trained + 1, epoch_seconds + metrics["seconds"]
-            value = metrics[self.metric]
-            if not math.isfinite(value):
-                raise NonFiniteLoss(f"validation {self.metric} is {value} in epoch {epoch}: the run diverged")
-            trial.report(value, epoch)
-            if self.on_epoch_hook is not None:
-                self.on_epoch_hook(trial, epoch, metrics)
-            if trial.should_prune():
-                set_user_attrs(trial, {keys.EPOCHS_RUN: epoch, keys.EPOCH_SECONDS: round(epoch_seconds, 4),
-                                       keys.EPOCHS_TRAINED: trained})
-                raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric}={value:.4f}")
+            self.epochs_seen = epoch
+            hooks.on_epoch(epoch, metrics)
 
-        started = time.perf_counter()
-        saved = started  # when the running state was last written (or the trial started)
-
-        def on_state(get: Callable[[], dict[str, Any]]) -> None:
-            nonlocal saved
-            if self.running is None or time.perf_counter() - saved < self.space.study.resume_interval:
-                return
-            try:
-                resume.save(self.running, trial.number, trial.study.study_name, config.to_dict(), get())
-            except (OSError, checkpoint.CheckpointError) as exc:  # a full disk: the trial goes on (a retry would
-                trial.set_user_attr(keys.RUNNING_CHECKPOINT_ERROR, str(exc))  # resume from an older epoch)
-            saved = time.perf_counter()
-
+        on_state = hooks.on_state
         out_of_memory = False
         try:
             try:
@@ -165,7 +138,7 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except (NonFiniteLoss, ConfigError) as exc:  # diverged, or a searched value broke a component's rule
-            self._fail(trial, str(exc), self.epochs_seen)
+            self.fail(trial, str(exc), self.epochs_seen)
             raise TrialFailed(str(exc)) from None
         except torch.OutOfMemoryError:
             out_of_memory = True  # handled below, once the traceback (and the model it holds) is gone
@@ -179,12 +152,17 @@ class Objective:
                 torch.cuda.empty_cache()
             reason = (f"out of {device.type} memory in epoch {self.epochs_seen + 1}; try a smaller batch_size "
                       "or model")
-            self._fail(trial, reason, self.epochs_seen)
+            self.fail(trial, reason, self.epochs_seen)
             raise TrialFailed(reason)
         value = float(result.best_metrics[self.metric])
-        self._record(trial, result, time.perf_counter() - started, trained)
-        self._keep_checkpoint(trial, result, config, value, data)
+        self.record(trial, result, time.perf_counter() - started, hooks.trained)
+        self.keep_checkpoint(trial, result, config, value, data)
         return value
+
+    def start(self, trial: optuna.Trial, config: TrialConfig, **attrs: Any) -> None:
+        """The attributes every trial records when it starts (the config itself: studies.trial_config)."""
+        set_user_attrs(trial, {keys.EPOCHS: config.train.epochs, keys.WORKER: f"{socket.gethostname()}:{os.getpid()}",
+                               **({keys.RUN: self.run} if self.run else {}), **attrs})
 
     def _resumed_state(self, trial: optuna.Trial, chain: list[int], config: TrialConfig) -> dict[str, Any] | None:
         """The newest running state of the trials this one retries, with their epochs reported again.
@@ -211,12 +189,22 @@ class Objective:
             raise optuna.TrialPruned(f"pruned at epoch {len(history)} on resuming trial {number}")
         return state
 
+    def discard(self, numbers: list[int]) -> None:
+        """Remove the running states of trials that ended for good (a read-only folder leaves them, and warns)."""
+        if self.running is None:
+            return
+        try:
+            resume.discard(self.running, numbers)
+        except OSError as exc:  # a folder turned read-only: the trial's result stands, the file stays
+            print(f"hpsearch: warning: trial {numbers[-1]}: cannot remove its running state in "
+                  f"{self.running}: {exc.strerror or exc}", file=sys.stderr)
+
     @staticmethod
-    def _fail(trial: optuna.Trial, reason: str, epochs: int) -> None:
+    def fail(trial: optuna.Trial, reason: str, epochs: int) -> None:
         set_user_attrs(trial, {keys.FAIL_REASON: reason, keys.EPOCHS_RUN: epochs})
 
     @staticmethod
-    def _record(trial: optuna.Trial, result: TrainResult, seconds: float, trained: int) -> None:
+    def record(trial: optuna.Trial, result: TrainResult, seconds: float, trained: int) -> None:
         attrs: dict[str, Any] = {
             keys.EPOCHS_RUN: result.epochs_run,
             keys.BEST_EPOCH: result.best_epoch,
@@ -231,7 +219,7 @@ class Objective:
         }
         set_user_attrs(trial, attrs)
 
-    def _keep_checkpoint(self, trial: optuna.Trial, result: TrainResult, config: TrialConfig, value: float,
+    def keep_checkpoint(self, trial: optuna.Trial, result: TrainResult, config: TrialConfig, value: float,
                          data: DeviceData) -> None:
         """Store this trial's best-epoch weights if it ranks among the best k; drop those that fell out.
 
@@ -273,3 +261,47 @@ class Objective:
                 print(f"hpsearch: warning: cannot remove trial {t.number}'s checkpoint: {exc.strerror or exc}",
                       file=sys.stderr)
 
+
+
+class TrialHooks:
+    """One trial's train() hooks: `on_epoch` reports each epoch to Optuna and prunes, `on_state` keeps the running
+    state every study.resume_interval seconds. The objective uses them for a trial alone, the fused group for each
+    of its members.
+
+    `seen`: epochs already reported (a resumed trial's). `progress`: the run's per-epoch hook, when this trial's
+    epochs are the ones it shows.
+    """
+
+    def __init__(self, objective: Objective, trial: optuna.Trial, config: TrialConfig, seen: int = 0,
+                 progress: Callable[[optuna.Trial, int, dict[str, float]], None] | None = None) -> None:
+        self.objective, self.trial, self.config = objective, trial, config
+        self.progress = objective.on_epoch_hook if progress is None else progress
+        self.epochs_seen = seen
+        self.trained, self.epoch_seconds = 0, 0.0  # epochs trained by this run (a resumed trial skips some)
+        self.started = self.saved = time.perf_counter()  # when the running state was last written (or started)
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        metric = self.objective.metric
+        self.epochs_seen, self.trained = epoch, self.trained + 1
+        self.epoch_seconds += metrics["seconds"]
+        value = metrics[metric]
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"validation {metric} is {value} in epoch {epoch}: the run diverged")
+        self.trial.report(value, epoch)
+        if self.progress is not None:
+            self.progress(self.trial, epoch, metrics)
+        if self.trial.should_prune():
+            set_user_attrs(self.trial, {keys.EPOCHS_RUN: epoch, keys.EPOCH_SECONDS: round(self.epoch_seconds, 4),
+                                        keys.EPOCHS_TRAINED: self.trained})
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} with {metric}={value:.4f}")
+
+    def on_state(self, get: Callable[[], dict[str, Any]]) -> None:
+        running = self.objective.running
+        if running is None or time.perf_counter() - self.saved < self.objective.space.study.resume_interval:
+            return
+        trial = self.trial
+        try:
+            resume.save(running, trial.number, trial.study.study_name, self.config.to_dict(), get())
+        except (OSError, checkpoint.CheckpointError) as exc:  # a full disk: the trial goes on (a retry would
+            trial.set_user_attr(keys.RUNNING_CHECKPOINT_ERROR, str(exc))  # resume from an older epoch)
+        self.saved = time.perf_counter()

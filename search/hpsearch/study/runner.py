@@ -44,6 +44,7 @@ class Plan:
     workers: int = 1
     gpus: tuple[str, ...] = ()  # CUDA device ids, dealt to the workers in turn
     run: str = ""  # this command's id, stored on every trial it starts (keys.RUN)
+    fuse: int = 1  # trials trained together in one fused group (--fuse, study.fuse); 1: each trial alone
 
 
 # What every worker imports: torch, Optuna, SQLAlchemy; the first pauses garbage collection for the imports (see
@@ -162,8 +163,11 @@ def _die_with(parent: int) -> None:
             return
 
 
-def _claimer(slots: Any, total: int | None) -> Callable[[], bool]:
-    """claim(): take the run's next trial from the shared count; False once all `total` are taken."""
+def _claimer(slots: Any, total: int | None, local: bool = False) -> Callable[[], bool]:
+    """claim(): take the run's next trial from the shared count; False once all `total` are taken. `local`: this
+    process is the run's only worker, and counts its trials itself."""
+    if local and total is not None:
+        slots = _Count()
 
     def claim() -> bool:
         if slots is None or total is None:
@@ -177,6 +181,16 @@ def _claimer(slots: Any, total: int | None) -> Callable[[], bool]:
     return claim
 
 
+class _Count:
+    """The shared count's interface for a run of one worker."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def get_lock(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+
 def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None = None, slots: Any = None) -> int:
     """One worker: its resources (opened here unless given), then its trials: all of them alone, or, one of
     several, each trial it claims from the run's shared count (`slots`)."""
@@ -184,6 +198,7 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
     with startup():
         import optuna
 
+        from .fused import Groups
         from .objective import Objective, TrialFailed
         from .progress import Progress
         from .worker import Worker
@@ -200,7 +215,11 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
         objective = Objective(worker, on_epoch=progress.epoch, run=plan.run)
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if slots is None and plan.workers == 1:
+        if plan.fuse > 1:  # groups of trials: asked and told by Groups, each claimed from the run's count
+            deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
+            Groups(objective, plan.fuse, _claimer(slots, plan.trials, local=slots is None), progress.finished,
+                   deadline).run()
+        elif slots is None and plan.workers == 1:
             study.optimize(objective, n_trials=plan.trials, timeout=plan.timeout, catch=(TrialFailed,),
                            callbacks=[progress.finished])
         else:
