@@ -67,7 +67,7 @@ def test_cnn_members_match_the_same_configurations_trained_alone() -> None:
     train_group(members, data)
     for member, single in zip(members, alone, strict=True):
         assert member.error is None and member.result is not None
-        assert_like_alone(member.result, single, loss_tol=1e-4, acc_tol=0.011)
+        assert_like_alone(member.result, single, loss_tol=1e-3, acc_tol=0.011)
         weights = max((member.result.best_state[k].float() - single.best_state[k].float()).abs().max().item()
                       for k in single.best_state)
         assert weights < 1e-2  # the same model, up to floating-point order
@@ -96,7 +96,7 @@ def test_mlp_members_with_their_own_dropout_train_from_the_same_start() -> None:
     members = [Member(c) for c in configs]
     train_group(members, data)
     assert members[0].result is not None and members[1].result is not None
-    assert_like_alone(members[0].result, alone, loss_tol=1e-4, acc_tol=0.011)  # no dropout: no draw to differ
+    assert_like_alone(members[0].result, alone, loss_tol=1e-3, acc_tol=0.011)  # no dropout: no draw to differ
     assert members[1].result.history[0]["train_loss"] != members[0].result.history[0]["train_loss"]
 
 
@@ -112,7 +112,7 @@ def test_a_diverging_member_leaves_and_the_others_train_on_unchanged() -> None:
     assert left[0] <= 0 and left[1:] == [3, 3]  # the diverged one left first, at once
     for i in (0, 2):
         assert members[i].result is not None
-        assert_like_alone(members[i].result, train(configs[i], data), loss_tol=1e-4, acc_tol=0.011)
+        assert_like_alone(members[i].result, train(configs[i], data), loss_tol=1e-3, acc_tol=0.011)
 
 
 def test_a_member_whose_hook_raises_leaves_after_that_epoch() -> None:
@@ -175,7 +175,7 @@ def test_a_members_running_state_resumes_as_a_trial_alone() -> None:
     assert states and states[0]["epoch"] == 1
     resumed = train(cfg, data, resume=states[0])  # the format of train()'s own running state
     assert members[0].result is not None
-    assert_like_alone(resumed, members[0].result, loss_tol=1e-4, acc_tol=0.011)
+    assert_like_alone(resumed, members[0].result, loss_tol=1e-3, acc_tol=0.011)
 
 
 def test_fused_batchnorm_statistics_stay_each_members_own() -> None:

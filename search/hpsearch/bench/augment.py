@@ -23,7 +23,7 @@ import torch
 
 from ..space.config import AugmentConfig
 from ..training.data import DeviceData
-from ..training.device import resolve_device
+from ..training.device import channels_last, resolve_device
 
 EPOCH_IMAGES = 45_000  # CIFAR's 50,000 training images less the 5,000 of the default validation split
 SETTINGS: dict[str, AugmentConfig] = {
@@ -70,7 +70,7 @@ def _epoch(data: DeviceData, batch_size: int, augment: AugmentConfig, generator:
     """Seconds for one train_batches epoch, every batch made and the device finished."""
     _sync(device)
     start = time.perf_counter()
-    for _x, _y in data.train_batches(batch_size, augment, generator, channels_last=device.type == "cuda"):
+    for _x, _y in data.train_batches(batch_size, augment, generator, channels_last=channels_last(device)):
         pass
     _sync(device)
     return time.perf_counter() - start

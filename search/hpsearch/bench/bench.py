@@ -27,6 +27,7 @@ import torch.nn as nn
 from ..errors import HpsearchError
 from ..space.config import DataConfig, ModelConfig, OptimizerConfig, SyntheticConfig, TrainConfig, TrialConfig
 from ..training.data import prepare
+from ..training.device import channels_last as use_channels_last
 from ..training.device import resolve_device
 from ..training.models import build_model
 from ..training.optim import build_optimizer, build_scheduler
@@ -35,6 +36,7 @@ from ..training.train import Step, train_flops_per_image
 
 # The models of the speed issue: the 6-layer CNN of the course experiments, and ResNet-18.
 MODELS = {
+    "smoke": ModelConfig(name="cnn", stages=3, blocks_per_stage=1, width=16),  # spaces/smoke.yaml's larger model
     "cnn6": ModelConfig(name="cnn", stages=3, blocks_per_stage=2, widths=(64, 128, 256)),
     "resnet18": ModelConfig(name="resnet18"),
 }
@@ -63,11 +65,12 @@ def data_config(data_root: str | None, synthetic_size: int) -> DataConfig:
 
 # --------------------------------------------------------------------------------------------- (a) hpsearch
 def hpsearch_loop(model_name: str, data_cfg: DataConfig, batch_size: int, steps: int, warmup: int,
-                  device: torch.device, precision: str = "auto") -> LoopResult:
+                  device: torch.device, precision: str = "auto", channels_last: bool | None = None) -> LoopResult:
+    """train()'s Step and batches; `channels_last`: the layout (default: train()'s, device.channels_last)."""
     config = TrialConfig(data=data_cfg, model=MODELS[model_name], optimizer=OPTIMIZER,
                          train=TrainConfig(batch_size=batch_size, precision=precision, device=str(device)))
     data = prepare(data_cfg, device)
-    channels_last = device.type == "cuda"
+    channels_last = use_channels_last(device) if channels_last is None else channels_last
     torch.backends.cudnn.benchmark = device.type == "cuda"
     model = build_model(config.model, data.num_classes).to(device)
     if channels_last:
@@ -227,10 +230,13 @@ class RunResult:
         return self.epochs / self.search_s * 3600 if self.search_s > 0 else float("nan")
 
 
-def run_search(space: str, trials: int, workers: int, draw: int = 0) -> RunResult:
-    """Run `hpsearch run SPACE --trials N --workers W` in a fresh folder with its own SQLite study; read it back.
+def run_search(space: str, trials: int, workers: int, draw: int = 0, fuse: int = 1, replay: bool = True) -> RunResult:
+    """Run `hpsearch run SPACE --trials N --workers W [--fuse K]` in a fresh folder with its own SQLite study; read
+    it back.
 
-    draw: moves the sampler seeds on (as HPSEARCH_WORKER does), so that repeats draw other trials.
+    draw: moves the sampler seeds on (as HPSEARCH_WORKER does), so that repeats draw other trials. replay: also
+    time Optuna alone on the same trials (optuna_alone). Under --fuse the members of a group share their epochs, so
+    the overhead figures below count each group's epochs once per member: only the times and trials/h hold.
 
     overhead: for each worker, the time from its first trial's start to its last trial's end, less the time of its
     epochs (training and validation); summed over the workers, as a share of their search time. It counts what a
@@ -242,7 +248,7 @@ def run_search(space: str, trials: int, workers: int, draw: int = 0) -> RunResul
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(Path(space).resolve()), "--trials", str(trials),
-               "--storage", url, "--study", "bench", "--workers", str(workers)]
+               "--storage", url, "--study", "bench", "--workers", str(workers), "--fuse", str(fuse)]
         launched = datetime.now()
         started = time.perf_counter()
         done_run = subprocess.run(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -256,7 +262,7 @@ def run_search(space: str, trials: int, workers: int, draw: int = 0) -> RunResul
         done = [(t.user_attrs.get("worker", "?"), t.datetime_start, t.datetime_complete,
                  float(t.user_attrs.get("epoch_seconds", 0.0)), int(t.user_attrs.get("epochs_trained", 0)))
                 for t in recorded if t.datetime_start is not None and t.datetime_complete is not None]
-        optuna_s = optuna_alone(space, f"sqlite:///{Path(tmp) / 'alone.db'}", recorded)
+        optuna_s = optuna_alone(space, f"sqlite:///{Path(tmp) / 'alone.db'}", recorded) if replay else float("nan")
     spans = busy = 0.0
     for worker in {d[0] for d in done}:
         mine = [d for d in done if d[0] == worker]

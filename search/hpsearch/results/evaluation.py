@@ -17,6 +17,7 @@ import torch
 from ..space import TrialConfig
 from ..training.checkpoint import Checkpoint, from_payload, make_payload
 from ..training.data import load_test, prepare
+from ..training.device import channels_last as use_channels_last
 from ..training.device import repeatable_cublas, resolve_device
 from ..training.evaluate import evaluate
 from ..training.rawdata import DataError, no_test_split
@@ -60,7 +61,7 @@ def score_test_set(ckpt: Checkpoint, data_root: str | None = None, device: str =
         raise DataError(f"the {config.data.dataset} test labels go up to {int(y.max())} but the checkpoint knows "
                         f"{len(ckpt.class_names)} classes; is --data-root the data set it was trained on?")
     model = ckpt.model.to(dev)
-    channels_last = dev.type == "cuda"
+    channels_last = use_channels_last(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     size = batch_size or config.train.eval_batch_size

@@ -42,6 +42,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def channels_last(device: torch.device) -> bool:
+    """Whether models and batches on this device are kept channels_last (NHWC): on CUDA (cuDNN's fast kernels) and
+    on the CPU (oneDNN's), where the same trial trains faster in it (docs/BENCHMARKS.md: layout); elsewhere NCHW."""
+    return device.type in ("cuda", "cpu")
+
+
 def repeatable_cublas() -> None:
     """Ask cuBLAS for the fixed workspace it needs to repeat its matrix products (torch's deterministic algorithms
     warn without it). CUDA reads the variable when its context starts, so callers that will train with

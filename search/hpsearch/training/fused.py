@@ -41,6 +41,7 @@ from ..space.config import TrialConfig, maximize
 from ..space.fusion import structure
 from .data import DeviceData
 from .device import autocast, autocast_dtype
+from .device import channels_last as use_channels_last
 from .evaluate import evaluate_members
 from .models import build_model, count_parameters
 from .optim import LRSchedule, build_optimizer, build_scheduler
@@ -273,7 +274,7 @@ def train_group(members: Sequence[Member], data: DeviceData, *,
     seed_everything(tc.seed, tc.deterministic)
     generator = torch.Generator(device=device)
     generator.manual_seed(tc.seed)  # shuffling and augmentation: the same stream as each member's trial alone
-    channels_last = device.type == "cuda"
+    channels_last = use_channels_last(device)
     steps_per_epoch = data.steps_per_epoch(tc.batch_size)
     image_shape = tuple(data.train_x.shape[1:])
 

@@ -27,6 +27,7 @@ from ..space.config import ModelConfig, TrialConfig, maximize
 from ..space.registry import MODELS
 from .data import DeviceData, prepare
 from .device import autocast, autocast_dtype, repeatable_cublas, resolve_device
+from .device import channels_last as use_channels_last
 from .evaluate import evaluate
 from .models import build_model, count_parameters
 from .optim import LRSchedule, build_optimizer, build_scheduler
@@ -78,7 +79,7 @@ def train(config: TrialConfig, data: DeviceData | None = None,
     seed_everything(tc.seed, tc.deterministic)  # weight init, dropout
     generator = torch.Generator(device=device)
     generator.manual_seed(tc.seed)  # shuffling and augmentation, drawn on the device
-    channels_last = device.type == "cuda"
+    channels_last = use_channels_last(device)
 
     # ------------------------------------------------------------------------------ data
     data = data if data is not None else prepare(config.data, device)
