@@ -21,7 +21,7 @@ from hpsearch.space.config import (
 )
 from hpsearch.space.registry import ConfigError
 from hpsearch.training.data import prepare
-from hpsearch.training.fused import FusionError, Member, fuse, member_losses, train_group
+from hpsearch.training.fused import MODES, FusionError, Member, default_mode, fuse, member_losses, train_group
 from hpsearch.training.models import build_model
 from hpsearch.training.train import NonFiniteLoss, TrainResult, train
 
@@ -58,13 +58,14 @@ def run_group(configs: list[TrialConfig], **member_fields: object) -> list[Membe
     return members
 
 
-def test_cnn_members_match_the_same_configurations_trained_alone() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_cnn_members_match_the_same_configurations_trained_alone(mode: str) -> None:
     configs = [config(), config(optimizer="adam", lr=3e-3, schedule="none", smoothing=0.1, clip=1.0),
                config(optimizer="rmsprop", lr=1e-3, schedule="step", init="xavier_uniform")]
     data = prepare(configs[0].data, "cpu")
     alone = [train(c, data) for c in configs]
     members = [Member(c) for c in configs]
-    train_group(members, data)
+    train_group(members, data, mode=mode)
     for member, single in zip(members, alone, strict=True):
         assert member.error is None and member.result is not None
         assert_like_alone(member.result, single, loss_tol=1e-3, acc_tol=0.011)
@@ -82,31 +83,33 @@ def test_resnet_members_match_the_same_configurations_trained_alone() -> None:
     data = prepare(configs[0].data, "cpu")
     alone = [train(c, data) for c in configs]
     members = [Member(c) for c in configs]
-    train_group(members, data)
+    train_group(members, data, mode="grouped")  # the fused modules (sequential: train()'s Step, as for the cnn)
     for member, single in zip(members, alone, strict=True):
         assert member.result is not None
         assert_like_alone(member.result, single, loss_tol=1e-2, acc_tol=0.02)
 
 
-def test_mlp_members_with_their_own_dropout_train_from_the_same_start() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_mlp_members_with_their_own_dropout_train_from_the_same_start(mode: str) -> None:
     mlp = ModelConfig(name="mlp", hidden=())  # its first layer is a dropout: every member gets its own copy
     configs = [config(mlp, lr=0.05, epochs=2), config(mlp, lr=0.01, epochs=2, dropout=0.3)]
     data = prepare(configs[0].data, "cpu")
     alone = train(configs[0], data)
     members = [Member(c) for c in configs]
-    train_group(members, data)
+    train_group(members, data, mode=mode)
     assert members[0].result is not None and members[1].result is not None
     assert_like_alone(members[0].result, alone, loss_tol=1e-3, acc_tol=0.011)  # no dropout: no draw to differ
     assert members[1].result.history[0]["train_loss"] != members[0].result.history[0]["train_loss"]
 
 
-def test_a_diverging_member_leaves_and_the_others_train_on_unchanged() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_diverging_member_leaves_and_the_others_train_on_unchanged(mode: str) -> None:
     configs = [config(), config(lr=1e6), config(optimizer="adam", lr=3e-3)]
     data = prepare(configs[0].data, "cpu")
     left: list[int] = []
     members = [Member(c, on_leave=lambda m: left.append(len(m.result.history) if m.result else -m.epochs))
                for c in configs]
-    train_group(members, data)
+    train_group(members, data, mode=mode)
     assert isinstance(members[1].error, NonFiniteLoss) and "diverged" in str(members[1].error)
     assert members[1].result is None and members[1].epochs <= 1
     assert left[0] <= 0 and left[1:] == [3, 3]  # the diverged one left first, at once
@@ -164,14 +167,15 @@ def test_members_must_share_their_structure() -> None:
         run_group([config(), config(width=16)])
 
 
-def test_a_members_running_state_resumes_as_a_trial_alone() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_members_running_state_resumes_as_a_trial_alone(mode: str) -> None:
     cfg = config(optimizer="adam", lr=3e-3, schedule="cosine")
     data = prepare(cfg.data, "cpu")
     states: list[dict] = []
     # deep-copied as a save to disk would: the optimizer's state dict refers to its live tensors
     members = [Member(cfg, on_state=lambda get: states.append(copy.deepcopy(get())) if not states else None),
                Member(config(lr=0.02))]
-    train_group(members, data)
+    train_group(members, data, mode=mode)
     assert states and states[0]["epoch"] == 1
     resumed = train(cfg, data, resume=states[0])  # the format of train()'s own running state
     assert members[0].result is not None
@@ -211,3 +215,9 @@ def test_member_losses_are_torchs_cross_entropy_with_each_members_smoothing() ->
     for i, s in enumerate(smoothing.tolist()):
         want = nn.CrossEntropyLoss(label_smoothing=s)(logits[:, i], y)
         assert math.isclose(got[i].item(), want.item(), rel_tol=1e-5)
+
+
+def test_a_gpu_fuses_and_the_cpu_trains_members_in_turn() -> None:
+    assert default_mode(torch.device("cuda")) == "grouped" and default_mode(torch.device("cpu")) == "sequential"
+    with pytest.raises(ValueError, match="mode 'vmap'"):
+        train_group([Member(config())], prepare(config().data, "cpu"), mode="vmap")

@@ -18,6 +18,11 @@ its own learning rate, momentum, clipping and, under fp16, its own loss scale). 
 augmentations, as trials of one study with one train.seed do: a member's curve equals the same configuration trained
 alone up to floating-point order and its dropout draws.
 
+That is the `grouped` mode, made for a GPU, where a small model's step is bound by kernel launches and Python. On
+the CPU the fused kernels (grouped convolutions over K times the channels) run slower than the members' own, so
+there the group trains `sequential`ly: each member's own forward and backward on the shared batch (train()'s
+Step), sharing the batches, their augmentation and the bookkeeping. default_mode picks; the benchmark measures both.
+
 A member leaves the group at once when its hook raises (pruning), when it diverges, or when its optimizer or schedule
 cannot be built; the rest go on in a group rebuilt without it. Its running state (on_state) has train()'s format, so
 a member cut short resumes as a trial alone.
@@ -42,10 +47,10 @@ from ..space.fusion import structure
 from .data import DeviceData
 from .device import autocast, autocast_dtype
 from .device import channels_last as use_channels_last
-from .evaluate import evaluate_members
+from .evaluate import evaluate, evaluate_members
 from .models import build_model, count_parameters
 from .optim import LRSchedule, build_optimizer, build_scheduler
-from .train import NonFiniteLoss, TrainResult, rng_state, seed_everything, train_flops_per_image
+from .train import NonFiniteLoss, Step, TrainResult, rng_state, seed_everything, train_flops_per_image
 
 # Modules that act on each channel (or element) alone: one instance serves every member.
 _CHANNELWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
@@ -249,14 +254,29 @@ class _Run:
     scaler: torch.amp.GradScaler
     num_params: int
     flops: int
+    step: Step  # train()'s own step for this member (the sequential mode)
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_state: dict[str, Tensor] = field(default_factory=dict)
 
 
-def train_group(members: Sequence[Member], data: DeviceData, *,
-                propagate: tuple[type[BaseException], ...] = ()) -> None:
-    """Train every member on `data` in one fused pass per batch; each ends with its `result` or its `error`.
+MODES = ("grouped", "sequential")
+
+
+def default_mode(device: torch.device) -> str:
+    """How a group computes on this device: one fused model on a GPU (grouped kernels, fewer launches); member after
+    member on each shared batch on the CPU, where the fused kernels run slower than the members' own
+    (docs/BENCHMARKS.md: fused trials)."""
+    return "grouped" if device.type == "cuda" else "sequential"
+
+
+def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple[type[BaseException], ...] = (),
+                mode: str | None = None) -> None:
+    """Train every member on `data`, all on each batch before the next; each ends with its `result` or its `error`.
+
+    `mode` (default: default_mode): `grouped`, one fused forward and backward for the group (fuse()); `sequential`,
+    each member's own forward and backward on the shared batch. Either way the members share the batches, their
+    augmentation and the epoch's bookkeeping, and each keeps its own optimizer, schedule and hooks.
 
     The members must share their structure (space/fusion.structure), else ValueError before anything runs. An
     exception of the fused computation itself (out of memory) ends the call with every member still training left
@@ -271,6 +291,9 @@ def train_group(members: Sequence[Member], data: DeviceData, *,
     config = members[0].config
     tc = config.train
     device = data.train_y.device
+    mode = mode or default_mode(device)
+    if mode not in MODES:
+        raise ValueError(f"train_group: mode {mode!r}; known: {', '.join(MODES)}")
     seed_everything(tc.seed, tc.deterministic)
     generator = torch.Generator(device=device)
     generator.manual_seed(tc.seed)  # shuffling and augmentation: the same stream as each member's trial alone
@@ -291,10 +314,9 @@ def train_group(members: Sequence[Member], data: DeviceData, *,
         except Exception as exc:  # noqa: BLE001 - a rule of this member's optimizer or schedule: it alone fails
             _leave(member, start, error=exc)
             continue
-        dtype = autocast_dtype(tc.precision, device)
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        alone = Step(model, optimizer, schedule, member.config, device)  # the sequential mode's step; its scaler
         flops = train_flops_per_image(member.config.model, data.num_classes, image_shape)  # type: ignore[arg-type]
-        runs.append(_Run(member, model, optimizer, schedule, scaler, count_parameters(model), flops))
+        runs.append(_Run(member, model, optimizer, schedule, alone.scaler, count_parameters(model), flops, alone))
 
     dtype = autocast_dtype(tc.precision, device)
     higher_is_better = maximize(config.metric)
@@ -302,10 +324,11 @@ def train_group(members: Sequence[Member], data: DeviceData, *,
     for epoch in range(1, tc.epochs + 1):
         if not runs:
             break
-        fused = fuse([r.model for r in runs])
-        step = _GroupStep(fused, runs, dtype, device)
+        fused = fuse([r.model for r in runs]) if mode == "grouped" else None
+        step = _GroupStep(fused, runs, dtype, device) if fused is not None else _SequentialStep(runs)
         epoch_start = time.perf_counter()
-        fused.train()
+        for module in [fused] if fused is not None else [r.model for r in runs]:
+            module.train()
         loss_sum = torch.zeros(len(runs), device=device)
         correct = torch.zeros(len(runs), dtype=torch.long, device=device)
         seen, lrs = 0, [r.schedule.lr for r in runs]
@@ -318,8 +341,12 @@ def train_group(members: Sequence[Member], data: DeviceData, *,
         sums = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
         train_seconds += time.perf_counter() - epoch_start
         train_images += seen
-        vals = evaluate_members(fused, data.val_x, data.val_y, data.mean, data.std, tc.eval_batch_size, device,
-                                tc.precision, channels_last)
+        if fused is not None:
+            vals = evaluate_members(fused, data.val_x, data.val_y, data.mean, data.std, tc.eval_batch_size, device,
+                                    tc.precision, channels_last)
+        else:
+            vals = [evaluate(r.model, data.val_x, data.val_y, data.mean, data.std, tc.eval_batch_size, device,
+                             tc.precision, channels_last) for r in runs]
         seconds = time.perf_counter() - epoch_start
         live: list[_Run] = []
         for i, run in enumerate(runs):
@@ -416,6 +443,17 @@ class _GroupStep:
             run.scaler.update()
             run.schedule.step_batch()
         return losses.detach(), (logits.detach().argmax(-1) == y[:, None]).sum(0)
+
+
+class _SequentialStep:
+    """One optimizer step of every member on a batch, member after member, each through train()'s own Step."""
+
+    def __init__(self, runs: list[_Run]) -> None:
+        self.runs = runs
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        out = [run.step(x, y) for run in self.runs]
+        return torch.stack([loss for loss, _ in out]), torch.stack([n for _, n in out])
 
 
 def member_losses(logits: Tensor, y: Tensor, smoothing: Tensor) -> Tensor:
