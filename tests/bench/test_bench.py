@@ -82,7 +82,7 @@ def test_bench_verb_and_its_errors(capsys: pytest.CaptureFixture[str]) -> None:
                  "--loader-workers", "0", "--device", "cpu"]) == 0
     assert "hpsearch img/s" in capsys.readouterr().out
     assert main(["bench", "--models", "vgg"]) == 2
-    assert "--models: unknown vgg; known: cnn6, resnet18" in capsys.readouterr().err
+    assert "--models: unknown vgg; known: smoke, cnn6, resnet18" in capsys.readouterr().err
     tiny = str(HERE / "spaces" / "tiny.yaml")
     for workers in ("0", "1,x", ""):
         assert main(["bench", "--overhead", tiny, "--workers", workers]) == 2

@@ -21,7 +21,12 @@ def test_the_dry_run_runs_every_step_and_writes_json_and_markdown(tmp_path: Path
     assert list(steps) == [name for name, _ in suite.STEPS] and record["dry_run"] is True
     assert {n: e["status"] for n, e in steps.items()} == {
         "env": "ok", "loop": "ok", "resnet18_epoch": "ok", "trials_per_hour": "ok", "search": "ok",
-        "fused": "skipped", "seeds": "ok"}
+        "fused": "ok", "seeds": "ok"}
+    fused = steps["fused"]
+    assert set(fused["train_img_s"]) == {"K=1", "K=2"} and fused["train_img_s"]["K=2"]["grouped"] > 0
+    assert fused["train_img_s"]["K=2"]["sequential"] > 0
+    assert set(fused["searches_trials_per_h"]) == {"separate", "fuse 2"}
+    assert all(v > 0 for v in fused["searches_trials_per_h"].values())
     assert steps["loop"]["resnet18"]["hpsearch_img_s"] > 0 and steps["loop"]["cnn6"]["ratio"] > 0
     assert steps["resnet18_epoch"]["train_s_per_epoch"] > 0
     assert set(steps["seeds"]["table_nets"]) == {"cnn6", "cnn10", "cnn10_batch64"}

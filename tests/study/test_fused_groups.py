@@ -203,7 +203,9 @@ def test_every_open_member_sends_heartbeats(tmp_path: Path) -> None:
     study, _ = run_groups(tiny("study.heartbeat_interval=1"), url, k=3, trials=3)
     with sqlite3.connect(tmp_path / "s.db") as db:
         beating = {row[0] for row in db.execute("SELECT trial_id FROM trial_heartbeats")}
-    assert beating == {t._trial_id for t in study.trials}
+    storage = optuna.storages.RDBStorage(url)
+    study_id = storage.get_study_id_from_name("tiny")
+    assert beating == {storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in study.trials}
 
 
 def test_the_command_line_runs_fused_groups_with_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

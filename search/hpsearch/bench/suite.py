@@ -14,7 +14,10 @@ runs it on the CPU.
    device (bench.overhead).
 5. search: a real search of spaces/cifar100.yaml for the time left in its budget, then the best trial exported and
    evaluated on the test set (needs --data-root; skipped with the reason without it).
-6. fused: the fused-trials issue's figures, recorded as not built yet until it lands.
+6. fused: fused trials (bench.fusion): train images/s of the seed's 6-layer CNN at batch 256 fused K = 1, 2, 4, 8
+   in both modes against the same K trials one after another, then spaces/bench/fuse-smoke.yaml's 8 identical-work
+   trials alone and with --fuse 8. The 50-trial CIFAR-100 search against its unfused twin does not fit a
+   device call; it is recorded as not measured here.
 7. seeds: what the seed spaces cost on the device: the augmentations per epoch (bench.augment), train.deterministic
    against not (bench.determinism), and one epoch of each net of spaces/seeds/cifar100_vgg.yaml's table, from
    which the whole table's time (3 recipes x 30 epochs a net) is estimated.
@@ -39,9 +42,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-# Seconds per step of a full run: 476 in all, inside the eight minutes one device call may take with start-up.
-BUDGETS: dict[str, float] = {"env": 10, "loop": 90, "resnet18_epoch": 60, "trials_per_hour": 150, "search": 140,
-                             "fused": 1, "seeds": 25}
+# Seconds per step of a full run: 475 in all, inside the eight minutes one device call may take with start-up.
+BUDGETS: dict[str, float] = {"env": 10, "loop": 75, "resnet18_epoch": 60, "trials_per_hour": 115, "search": 120,
+                             "fused": 70, "seeds": 25}
 DRY_BUDGET = 120  # seconds per step of a dry run: generous on a loaded 2-core CI machine
 
 
@@ -286,11 +289,30 @@ def step_seeds(ctx: Context, seconds: float) -> dict[str, Any]:
     return out
 
 
-def step_not_built(reason: str) -> Step:
-    def step(ctx: Context, seconds: float) -> dict[str, Any]:
-        return {"status": "skipped", "reason": reason}
+def step_fused(ctx: Context, seconds: float) -> dict[str, Any]:
+    """Fused K trials against K separate ones (bench.fusion): the images/s first, then whole searches; a search
+    part cut short by the budget keeps the images/s figures."""
+    from ..training.device import resolve_device
+    from . import fusion
 
-    return step
+    device = resolve_device(ctx.device)
+    net, ks, images, batch = ("smoke", [1, 2], 256, 64) if ctx.dry_run else ("cnn6", [1, 2, 4, 8], 5_120, 256)
+    rows = fusion.images_per_sec(net, ks, images, 1, batch, 1, device)
+    one = rows[ks[0]]["separate"]  # one trial alone
+    out: dict[str, Any] = {"net": net, "batch": batch, "train_img_s": {
+        f"K={k}": {**{mode: round(v, 1) for mode, v in r.items()},
+                   "grouped_vs_one_trial": round(r["grouped"] / one, 2)} for k, r in rows.items()}}
+    out["cifar100_50_trials"] = ("not measured: a 50-trial CIFAR-100 search fused and unfused takes longer than "
+                                 "one device call")
+    try:
+        if ctx.dry_run:
+            found = fusion.searches([2], 1, workers=[], space=_dry_space(ctx), trials=2)
+        else:
+            found = fusion.searches([8], 1, workers=[])
+        out["searches_trials_per_h"] = {name: round(r["trials_per_h"], 1) for name, r in found.items()}
+    except StepTimeout:
+        out["searches_trials_per_h"] = "over budget: python -m hpsearch.bench.fusion --nets '' --searches"
+    return out
 
 
 STEPS: list[tuple[str, Step]] = [
@@ -299,6 +321,6 @@ STEPS: list[tuple[str, Step]] = [
     ("resnet18_epoch", step_resnet18_epoch),
     ("trials_per_hour", step_trials_per_hour),
     ("search", step_search),
-    ("fused", step_not_built("fused trials (--fuse K) are not built yet: their issue adds K = 1, 4, 8 here")),
+    ("fused", step_fused),
     ("seeds", step_seeds),
 ]

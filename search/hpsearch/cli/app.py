@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
               hpsearch bench --overhead spaces/smoke.yaml --trials 40 --workers 1,2,4
               hpsearch bench --suite gpu --out gpu-check --data-root DIR   # every GPU figure, under 8 minutes
               hpsearch bench --suite gpu --out /tmp/dry --dry-run           # the same steps, tiny, any device"""))
-    bench.add_argument("--models", default="cnn6,resnet18", help="comma-separated: cnn6, resnet18")
+    bench.add_argument("--models", default="cnn6,resnet18", help="comma-separated: smoke, cnn6, resnet18")
     bench.add_argument("--batch-size", type=positive_int, default=512)
     bench.add_argument("--steps", type=positive_int, default=20, help="timed steps per loop (default 20)")
     bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")

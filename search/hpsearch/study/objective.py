@@ -220,7 +220,7 @@ class Objective:
         set_user_attrs(trial, attrs)
 
     def keep_checkpoint(self, trial: optuna.Trial, result: TrainResult, config: TrialConfig, value: float,
-                         data: DeviceData) -> None:
+                        data: DeviceData) -> None:
         """Store this trial's best-epoch weights if it ranks among the best k; drop those that fell out.
 
         Ties go to the earlier trial, as in the report's ranking: a trial that only ties the k-th best stores
