@@ -30,7 +30,6 @@ a member cut short resumes as a trial alone.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -204,11 +203,15 @@ def _fuse(models: list[nn.Module]) -> nn.Module:
                           "layers, dropout, activations, pools and containers of them")
     if any(dict(m.named_parameters(recurse=False)) or dict(m.named_buffers(recurse=False)) for m in models):
         raise FusionError(f"cannot fuse a {kind.__name__} with parameters of its own")
-    # A container (Sequential, a ResNet, a residual block): its own forward, over fused children.
-    fused = copy.copy(first)
-    fused.__dict__ = {**first.__dict__, "_parameters": {}, "_buffers": {}, "_modules": {}}
+    # A container (Sequential, a ResNet, a residual block): its own class and plain attributes (a block's stride),
+    # a module's fresh internals, and fused children.
+    fused = kind.__new__(kind)
+    nn.Module.__init__(fused)
+    for key, value in vars(first).items():
+        if key not in vars(fused):
+            setattr(fused, key, value)
     for name in children[0]:
-        fused._modules[name] = _fuse([c[name] for c in children])
+        fused.add_module(name, _fuse([c[name] for c in children]))
     return fused
 
 
