@@ -74,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus", metavar="IDS", help="CUDA devices to deal the workers over, e.g. 0,1 "
                                                     "(several workers per GPU allowed)")
     run.add_argument("--fuse", type=positive_int, default=None, metavar="K",
-                     help="train trials in groups of up to K that share their architecture, as one fused model "
-                          "(default: study.fuse, else 1: each trial alone); see the README's Fused trials")
+                     help="train trials in groups of up to K that share their architecture, on shared batches (one "
+                          "fused model on a GPU; default: study.fuse, else 1: each trial alone); see the README's "
+                          "Fused trials")
 
     validate = verbs.add_parser(
         "validate", formatter_class=_Formatter, help="check space files and report every problem",

@@ -508,10 +508,10 @@ class _Checker:
                     self.problem(where, f"{registry.kind} {name!r}: {message}" if kind != "data" else message)
 
     def fuse_fits(self, sections: dict[str, Section], study: StudySpec) -> None:
-        """A fused group trains one uncompiled model for all its members: train.compile cannot be on with it."""
+        """A fused group trains its members together, uncompiled: train.compile cannot be on with it."""
         if study.fuse > 1 and sections["train"].fields.get("compile", False) is not False:
-            self.problem(("train", "compile"), f"study.fuse: {study.fuse} trains each group as one fused model, "
-                                               "which is not compiled; set train.compile: false, or study.fuse: 1")
+            self.problem(("train", "compile"), f"study.fuse: {study.fuse} trains each group's members together, "
+                                               "uncompiled; set train.compile: false, or study.fuse: 1")
 
     def grid_needs_steps(self, sections: dict[str, Section], study: StudySpec) -> None:
         """The grid sampler tries every combination: each searched value needs a finite set of values."""
