@@ -3,9 +3,12 @@ pruning, failure and checkpoint; groups that share their structure; interrupted 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import textwrap
+import threading
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from optuna.trial import TrialState
 
 from hpsearch import keys, load_space
 from hpsearch.cli import main
+from hpsearch.results import dashboard
 from hpsearch.space import Space
 from hpsearch.study.fused import Groups
 from hpsearch.study.objective import Objective
@@ -223,6 +227,28 @@ def test_the_command_line_runs_fused_groups_with_workers(tmp_path: Path, monkeyp
     assert (tmp_path / "best.pt").is_file() and keys.CHECKPOINT in best.user_attrs
     assert main(["report", "--storage", url, "--study", "tiny"]) == 0
     assert f"{best.value:.4f}" in capsys.readouterr().out
+    server = dashboard.serve(url, "tiny", "127.0.0.1", 0)  # the dashboard lists and serves each kept checkpoint
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        study_id = json.loads(fetch(f"{base}/api/studies"))["study_summaries"][0]["study_id"]
+        shown = {t["number"]: t for t in json.loads(fetch(f"{base}/api/studies/{study_id}"))["trials"]}
+        kept = [t for t in study.trials if (tmp_path / "tiny" / "artifacts" / t.user_attrs.get(keys.CHECKPOINT, "-"))
+                .is_file()]
+        assert best.number in {t.number for t in kept}  # (two workers racing may keep one more or fewer)
+        for t in kept:
+            artifact = t.user_attrs[keys.CHECKPOINT]
+            assert artifact in {a["artifact_id"] for a in shown[t.number]["artifacts"]}
+            data = fetch(f"{base}/artifacts/{study_id}/{shown[t.number]['trial_id']}/{artifact}")
+            assert data == (tmp_path / "tiny" / "artifacts" / artifact).read_bytes()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (loopback only)
+        return bytes(response.read())
 
 
 @pytest.mark.parametrize("args, words", [
