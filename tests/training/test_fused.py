@@ -221,3 +221,17 @@ def test_a_gpu_fuses_and_the_cpu_trains_members_in_turn() -> None:
     assert default_mode(torch.device("cuda")) == "grouped" and default_mode(torch.device("cpu")) == "sequential"
     with pytest.raises(ValueError, match="mode 'vmap'"):
         train_group([Member(config())], prepare(config().data, "cpu"), mode="vmap")
+
+
+
+def test_fused_dropout_draws_each_members_own_rate() -> None:
+    torch.manual_seed(0)
+    rates = (0.0, 0.5, 0.25)
+    fused = fuse([nn.Dropout(p) for p in rates]).train()  # a dropout first: each member gets its own copy
+    out = fused(torch.ones(64, 4000))  # (64, 3, 4000)
+    for k, p in enumerate(rates):
+        member = out[:, k]
+        assert abs((member == 0).float().mean().item() - p) < 0.01
+        kept = member[member != 0]
+        torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - p)))  # scaled as nn.Dropout scales
+    assert torch.equal(fused.eval()(torch.ones(2, 4000)), torch.ones(2, 3, 4000))  # identity when evaluating

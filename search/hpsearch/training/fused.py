@@ -143,12 +143,15 @@ class _FusedDropout(nn.Module):
     def __init__(self, rates: Sequence[float], channels: bool) -> None:
         super().__init__()
         self.rates, self.channels = [float(p) for p in rates], channels
+        self.keep: Tensor | None = None  # 1 - rate per member, made once on the activations' device
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not any(self.rates):
             return x
         k, n = len(self.rates), x.shape[0]
-        keep = torch.tensor([1.0 - p for p in self.rates], device=x.device, dtype=x.dtype)
+        if self.keep is None or self.keep.device != x.device or self.keep.dtype != x.dtype:
+            self.keep = torch.tensor([1.0 - p for p in self.rates], device=x.device, dtype=x.dtype)
+        keep = self.keep
         per_member = x.reshape(n, k, x.shape[1] // k, *x.shape[2:])
         shape = (n, k, per_member.shape[2], *([1] * (x.dim() - 2))) if self.channels else per_member.shape
         view = (1, k, *([1] * (per_member.dim() - 2)))
