@@ -39,7 +39,16 @@ from ..training.fused import Member, train_group
 from ..training.train import NonFiniteLoss
 from . import resume
 from .compat import frozen
-from .objective import CPU_OUT_OF_MEMORY, STORAGE_FAULTS, Objective, StorageFault, TrialFailed, TrialHooks
+from .objective import (
+    CPU_OUT_OF_MEMORY,
+    STORAGE_FAULTS,
+    Objective,
+    StorageFault,
+    TrialFailed,
+    TrialHooks,
+    first_line,
+    raised,
+)
 
 
 @dataclass
@@ -66,7 +75,7 @@ class Groups:
         self.grid = isinstance(self.study.sampler, optuna.samplers.GridSampler)
         self.pending: list[_Open] = []  # asked, waiting for a group that fits them
         self.open: dict[int, _Open] = {}  # every trial asked and not yet told, by number
-        self.heartbeats = _Heartbeats(self.study, self.space.study.heartbeat_interval)
+        self.heartbeats = _Heartbeats(self.space.study.heartbeat_interval)
 
     # ------------------------------------------------------------------------------------------------- the loop
     def run(self) -> None:
@@ -130,9 +139,8 @@ class Groups:
         try:
             item.config = suggest(trial, self.space)
         except Exception as exc:  # noqa: BLE001 - as optimize would: that trial fails, the run goes on
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             self._tell(item, TrialState.FAIL, reason=f"the trial raised {type(exc).__name__} when its parameters "
-                                                      f"were drawn: {first[:500]}")
+                                                      f"were drawn: {first_line(exc)[:500]}")
         return item
 
     def _grid_taken(self) -> bool:
@@ -230,11 +238,11 @@ class Groups:
         if oom:
             return (f"out of memory in epoch {epoch} with {len(live)} trials fused; try a smaller --fuse, "
                     "batch_size or model")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"the fused group of {len(live)} trials raised {type(exc).__name__} in epoch {epoch}: {first[:500]}"
+        return (f"the fused group of {len(live)} trials raised {type(exc).__name__} in epoch {epoch}: "
+                f"{first_line(exc)[:500]}")
 
     def _storage_fault(self, items: list[_Open], members: list[Member], exc: BaseException) -> None:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         numbers = [item.trial.number for item, m in zip(items, members, strict=True) if not m.done]
         reason = (f"the study's storage failed under the fused trials {numbers} "
                   f"({type(exc).__name__}: {first[:300]})")
@@ -276,18 +284,17 @@ class Groups:
 def _member_reason(member: Member) -> str:
     """Why a member failed, as a trial alone would say it."""
     exc = member.error
+    assert exc is not None
     if isinstance(exc, (NonFiniteLoss, ConfigError)):
         return str(exc)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"the trial raised {type(exc).__name__} in epoch {member.epochs + 1}: {first[:500]}"
+    return raised(exc, member.epochs + 1)
 
 
 class _Heartbeats:
     """The heartbeats of every open trial (study.optimize's heartbeat thread does this for its one trial), so a
     trial whose worker dies is failed and retried by the next live worker, as any other."""
 
-    def __init__(self, study: optuna.Study, interval: int | None) -> None:
-        self.study = study
+    def __init__(self, interval: int | None) -> None:
         self.interval = interval
         self.enabled = interval is not None
         self.ids: dict[int, tuple[optuna.storages.BaseStorage, int]] = {}  # trial number -> (storage, trial id)

@@ -44,6 +44,17 @@ STORAGE_FAULTS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.Operati
 CPU_OUT_OF_MEMORY = ("can't allocate memory", "not enough memory", "DefaultCPUAllocator")
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message, its first line only (a reason stored on a trial stays one line)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def raised(exc: BaseException, epoch: int) -> str:
+    """The reason of a trial failed by an exception nothing else explains."""
+    return f"the trial raised {type(exc).__name__} in epoch {epoch}: {first_line(exc)[:500]}"
+
+
 class StorageFault(HpsearchError):
     """The study's storage failed under a running trial: the worker stops; the trial is retried by a later run."""
 
@@ -91,7 +102,7 @@ class Objective:
             raise
         except STORAGE_FAULTS as exc:  # the worker's fault, not the trial's: stop, keep its state, retry it later
             stopped = True
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc)
             when = f"at epoch {self.epochs_seen}" if self.epochs_seen else "before its first epoch"  # its writes
             reason = (f"the study's storage failed {when} of trial {trial.number} "  # follow each epoch
                       f"({type(exc).__name__}: {first[:300]})")
@@ -106,8 +117,7 @@ class Objective:
         except (TrialFailed, optuna.TrialPruned):
             raise
         except Exception as exc:  # anything else a trial raises is that trial's failure, and the study goes on
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = f"the trial raised {type(exc).__name__} in epoch {self.epochs_seen + 1}: {first[:500]}"
+            reason = raised(exc, self.epochs_seen + 1)
             self.fail(trial, reason, self.epochs_seen)
             raise TrialFailed(reason) from exc
         finally:
