@@ -33,3 +33,9 @@ def report(exc: BaseException, stream: IO[str] | None = None) -> int | None:
         return None
     print(exc.message(), file=stream or sys.stderr, flush=True)
     return exc.exit_status
+
+
+def interruption(exc: KeyboardInterrupt) -> str:
+    """What stopped the command, for its message: the signal's name (SIGTERM, or SIGINT in a search, which raise
+    KeyboardInterrupt with it), else Ctrl-C (Python's own KeyboardInterrupt says nothing)."""
+    return str(exc) or "Ctrl-C"

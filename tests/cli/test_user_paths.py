@@ -125,6 +125,20 @@ def test_sigterm_during_start_up_exits_130_without_a_traceback(workdir: Path) ->
     assert "Traceback" not in err and "interrupted (SIGTERM)" in err
 
 
+def test_ctrl_c_in_any_verb_says_so_and_exits_130(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Python's own KeyboardInterrupt (Ctrl-C outside a search) carries no text: the message says Ctrl-C."""
+    import hpsearch.cli.app as app
+
+    def pressed(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(app._VERBS, "validate", pressed)
+    assert main(["validate", str(TINY)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C);" in err and "()" not in err
+
+
 def test_the_space_guard_refuses_before_the_data_is_looked_for(workdir: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(TINY), "--trials", "1", *FAST]) == 0

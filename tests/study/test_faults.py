@@ -272,6 +272,76 @@ def test_a_storage_that_fails_under_a_trial_stops_the_worker_and_the_rerun_retri
     assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["resumed_from"] == 1
 
 
+def _fail_once(monkeypatch: pytest.MonkeyPatch, method: str, when: Any) -> list[bool]:
+    """Make RDBStorage.`method` raise 'database or disk is full' the first time `when(*args)` holds."""
+    real = getattr(optuna.storages.RDBStorage, method)
+    failed: list[bool] = []
+
+    def flaky(self: optuna.storages.RDBStorage, *args: Any, **kwargs: Any) -> Any:
+        if not failed and when(self, *args, **kwargs):
+            failed.append(True)
+            raise optuna.exceptions.StorageInternalError("(sqlite3.OperationalError) database or disk is full")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, method, flaky)
+    return failed
+
+
+def _finishing(number: int) -> Any:
+    """when(): the storage is told that trial `number` completed."""
+    def when(storage: optuna.storages.RDBStorage, trial_id: int, state: TrialState, *rest: Any, **kw: Any) -> bool:
+        return state == TrialState.COMPLETE and storage.get_trial(trial_id).number == number
+    return when
+
+
+@pytest.mark.parametrize("fuse", ["1", "2"])
+def test_a_storage_that_fails_as_a_finished_trial_is_told_keeps_its_state_and_the_rerun_finishes_it(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fuse: str) -> None:
+    """The disk fills as trial 1's result is written (after the objective returned, inside Optuna's tell): the
+    worker stops with one message (exit 1), trial 1 is failed with the reason and queued again, and its running
+    state is kept, so the rerun resumes it at its last epoch instead of training it again."""
+    failed = _fail_once(monkeypatch, "set_trial_state_values", _finishing(1))
+    argv = ["run", str(TINY), "--trials", "3", "--set", "train.epochs=2", "--set", "study.resume_interval=0",
+            "--fuse", fuse]
+    assert main(argv) == 1 and failed
+    err = capsys.readouterr().err
+    assert "the study's storage failed" in err and "trial" in err and "1" in err and "disk is full" in err
+    assert "Traceback" not in err and "rerun the same command" in err
+    trials = _study(workdir).trials
+    cut = trials[1]
+    assert cut.state == TrialState.FAIL and "storage failed" in cut.user_attrs["fail_reason"]
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 1)
+    assert retry.state == TrialState.WAITING and retry.params == cut.params
+    assert (workdir / "studies" / "tiny" / "running" / "trial-1.pt").is_file()  # its last epoch, kept
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    assert main(["run", str(TINY), "--trials", "1", "--set", "train.epochs=2", "--set", "study.resume_interval=0",
+                 "--fuse", fuse]) == 0
+    rerun = next(t for t in _study(workdir).trials if t.user_attrs.get("retry_of") == 1)
+    assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["resumed_from"] == 1
+    assert rerun.user_attrs["epochs_trained"] == 0  # nothing trained twice
+    assert not (workdir / "studies" / "tiny" / "running" / "trial-1.pt").exists()
+
+
+@pytest.mark.parametrize("fuse", ["1", "2"])
+def test_a_storage_that_fails_when_asked_for_a_trial_stops_with_one_message(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fuse: str) -> None:
+    """The storage fails as the third trial is created: the worker stops with the reason (exit 1), the finished
+    trials stand, nothing is left running."""
+    calls: list[int] = []
+
+    def third(storage: optuna.storages.RDBStorage, *args: Any, **kwargs: Any) -> bool:
+        calls.append(1)
+        return len(calls) == 3
+
+    _fail_once(monkeypatch, "_create_new_trial", third)  # what Optuna's cached storage calls to create one
+    argv = ["run", str(TINY), "--trials", "4", "--set", "train.epochs=1", "--fuse", fuse]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "the study's storage failed" in err and "disk is full" in err and "Traceback" not in err
+    trials = _study(workdir).trials
+    assert len(trials) == 2 and all(t.state != TrialState.RUNNING for t in trials)
+
+
 def test_the_cpu_allocator_running_out_fails_the_trial_like_out_of_memory(workdir: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """torch's CPU allocator raises a plain RuntimeError: it is the trial's out of memory, not a traceback."""

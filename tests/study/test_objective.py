@@ -40,7 +40,8 @@ def test_a_trial_returns_its_best_epoch_and_records_what_it_did(space: Space, tm
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     worker = in_memory_worker(space, tmp_path, study)
     epochs: list[int] = []
-    study.optimize(Objective(worker, on_epoch=lambda trial, epoch, metrics: epochs.append(epoch)), n_trials=1)
+    objective = Objective(worker, on_epoch=lambda trial, epoch, metrics: epochs.append(epoch))
+    study.optimize(objective, n_trials=1, callbacks=[objective.told])  # told: its running state goes
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE and epochs == [1, 2]
     assert sorted(trial.intermediate_values) == [1, 2]

@@ -95,7 +95,7 @@ def test_the_rerun_resumes_after_the_last_saved_epoch_and_reports_the_earlier_on
     stopped = study.trials[0]
     epochs: list[int] = []
     on_epoch = objective(space, url, lambda trial, epoch, metrics: epochs.append(epoch), checkpoints=True)
-    study.optimize(on_epoch, n_trials=1, catch=(TrialFailed,))
+    study.optimize(on_epoch, n_trials=1, catch=(TrialFailed,), callbacks=[on_epoch.told])
     retry = study.trials[1]
     assert retry.state == TrialState.COMPLETE and retry.params == stopped.params
     assert epochs == [3, 4]  # epochs 1 and 2 came from the running checkpoint
@@ -109,7 +109,8 @@ def test_the_rerun_resumes_after_the_last_saved_epoch_and_reports_the_earlier_on
 def test_re_reported_epochs_are_judged_by_the_pruner(space: Space, tmp_path: Path) -> None:
     study, url, running = stopped_study(space, tmp_path, epoch=3)
     strict = optuna.load_study(study_name="tiny", storage=url, pruner=optuna.pruners.ThresholdPruner(lower=2.0))
-    strict.optimize(objective(space, url), n_trials=1, catch=(TrialFailed,))
+    resumed = objective(space, url)
+    strict.optimize(resumed, n_trials=1, catch=(TrialFailed,), callbacks=[resumed.told])
     retry = strict.trials[1]
     assert retry.state == TrialState.PRUNED and retry.user_attrs["epochs_trained"] == 0
     assert not list(running.glob("*"))

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, keys
-from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HpsearchError, report
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HpsearchError, interruption, report
 from . import results as cli_results
 from .locate import UsageError, study_name
 from .results import positive_int
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HpsearchError as exc:  # anything else is a bug, and keeps its traceback
         return report(exc) or EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:  # before a search runs (it handles its own) or in any other verb
-        print(f"\nhpsearch: interrupted ({exc or 'Ctrl-C'}); nothing was left half-written (a study keeps every "
+        print(f"\nhpsearch: interrupted ({interruption(exc)}); nothing was left half-written (a study keeps every "
               "finished trial)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `hpsearch sample ... | head`: the reader has all it wants

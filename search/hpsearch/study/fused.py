@@ -32,6 +32,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import keys
+from ..errors import interruption
 from ..space import TrialConfig, suggest
 from ..space.fusion import structural_params, structure
 from ..space.registry import ConfigError
@@ -48,6 +49,8 @@ from .objective import (
     TrialHooks,
     first_line,
     raised,
+    storage_said,
+    storage_stopped,
 )
 
 
@@ -107,10 +110,12 @@ class Groups:
                         self.pending.append(asked)
                 self._train(members)
         except KeyboardInterrupt as exc:
-            reason = f"interrupted ({exc or 'Ctrl-C'})"
+            reason = f"interrupted ({interruption(exc)})"
             for item in list(self.open.values()):
                 self._stop(item, reason)
             raise
+        except STORAGE_FAULTS as exc:  # training, asking or telling: every open trial is cut short
+            raise self._storage_fault(exc) from None
         finally:
             self.heartbeats.stop()
 
@@ -158,8 +163,10 @@ class Groups:
             value = self.objective(item.trial)
         except optuna.TrialPruned:
             self._tell(item, TrialState.PRUNED)
+            self.objective.told()
         except TrialFailed:
             self._tell(item, TrialState.FAIL)
+            self.objective.told()
         except KeyboardInterrupt:  # the objective recorded it and queued its retry
             self._tell(item, TrialState.FAIL, quiet=True)
             raise
@@ -168,6 +175,7 @@ class Groups:
             raise
         else:
             self._tell(item, TrialState.COMPLETE, value)
+            self.objective.told()
 
     # ------------------------------------------------------------------------------------------------- a group
     def _train(self, items: list[_Open]) -> None:
@@ -207,10 +215,10 @@ class Groups:
         group_error: BaseException | None = None
         try:
             train_group(members, self.worker.data, propagate=STORAGE_FAULTS)
-        except STORAGE_FAULTS as exc:
-            self._storage_fault(items, members, exc)
+        except STORAGE_FAULTS:  # the worker's fault, not the group's: run() cuts every open trial short
+            raise
         except KeyboardInterrupt as exc:
-            reason = f"interrupted ({exc or 'Ctrl-C'})"
+            reason = f"interrupted ({interruption(exc)})"
             for item, member in zip(items, members, strict=True):
                 if not member.done:
                     self._stop(item, reason, member.epochs)
@@ -241,19 +249,18 @@ class Groups:
         return (f"the fused group of {len(live)} trials raised {type(exc).__name__} in epoch {epoch}: "
                 f"{first_line(exc)[:500]}")
 
-    def _storage_fault(self, items: list[_Open], members: list[Member], exc: BaseException) -> None:
-        first = first_line(exc)
-        numbers = [item.trial.number for item, m in zip(items, members, strict=True) if not m.done]
-        reason = (f"the study's storage failed under the fused trials {numbers} "
-                  f"({type(exc).__name__}: {first[:300]})")
+    def _storage_fault(self, exc: BaseException) -> StorageFault:
+        """Every open trial (training, asked, or being told) failed with the reason and queued again, if the
+        storage answers; their running states are kept for the retries."""
+        numbers = sorted(self.open)
+        under = f"under the trials {numbers}" if numbers else "between trials"
+        reason = f"the study's storage failed {under} {storage_said(exc)}"
         for item in list(self.open.values()):
             try:  # if the storage answers again, record why and queue the rerun now; if not, the next run will
                 self._stop(item, reason)
             except STORAGE_FAULTS:
                 pass
-        raise StorageFault(f"{reason}\nthe search stopped; each trial's last saved epoch is kept. Fix: free disk "
-                           "space or bring the database server back, then rerun the same command: the trials are "
-                           "retried (a trial left running is retried once its heartbeats are stale)") from None
+        return storage_stopped(reason, "each trial's last saved epoch is" if numbers else "every finished trial is")
 
     # ------------------------------------------------------------------------------------------------- telling
     def _stop(self, item: _Open, reason: str, epochs: int = 0) -> None:
@@ -267,10 +274,15 @@ class Groups:
               epochs: int = 0, quiet: bool = False) -> None:
         if reason is not None:
             self.objective.fail(item.trial, reason, epochs)
-        self.heartbeats.remove(item.trial)
+        try:
+            told = self.study.tell(item.trial, value if state == TrialState.COMPLETE else None,
+                                   state=None if state == TrialState.COMPLETE else state)
+        except RuntimeError:  # the grid's last point: its sampler calls study.stop, which works only in optimize,
+            told = frozen(item.trial)  # after the result was stored (Optuna stores it whatever the sampler raises)
+            if not self.grid or told.state == TrialState.RUNNING:
+                raise
+        self.heartbeats.remove(item.trial)  # once told: a trial the storage failed to take is still open
         self.open.pop(item.trial.number, None)
-        told = self.study.tell(item.trial, value if state == TrialState.COMPLETE else None,
-                               state=None if state == TrialState.COMPLETE else state)
         if self.finished is not None and not quiet:
             self.finished(self.study, told)
 

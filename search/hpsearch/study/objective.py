@@ -24,7 +24,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from .. import keys
-from ..errors import EXIT_FAULT, HpsearchError
+from ..errors import EXIT_FAULT, HpsearchError, interruption
 from ..space import TrialConfig, suggest
 from ..space.config import maximize
 from ..space.registry import ConfigError
@@ -61,6 +61,37 @@ class StorageFault(HpsearchError):
     exit_status = EXIT_FAULT
 
 
+def storage_stopped(reason: str, trials: str = "the trial's last saved epoch is") -> StorageFault:
+    """The StorageFault that stops a worker, with `reason` and the one fix (the same whatever failed)."""
+    return StorageFault(f"{reason}\nthe search stopped; {trials} kept. Fix: free disk space or bring the database "
+                        "server back, then rerun the same command: the trials cut short are retried (a trial left "
+                        "running is retried once its heartbeats are stale)")
+
+
+def storage_said(exc: BaseException) -> str:
+    """A storage fault in a few words, for its reason: "(OperationalError: (sqlite3.OperationalError) database or
+    disk is full)". Optuna's StorageInternalError says only that a commit failed; what failed is its cause."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"({type(exc).__name__}: {first_line(exc)[:300]})"
+
+
+def storage_cause(exc: BaseException) -> BaseException | None:
+    """The storage fault behind `exc`, if any: the exception itself, or one it was raised while handling.
+
+    study.optimize lets a storage fault outside the objective (asking for a trial, telling its result) out as it
+    is, or as the AssertionError its bookkeeping raises on finding the trial still running.
+    """
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, STORAGE_FAULTS):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
+
+
 class TrialFailed(Exception):
     """A trial that cannot finish (non-finite loss, out of memory): recorded as failed, the study goes on."""
 
@@ -73,7 +104,9 @@ class Objective:
     retried trial (resume.Retry) goes on from it; a trial stopped by Ctrl-C or SIGTERM is failed with the reason
     and retried. The interval bounds what a crash costs while keeping the write off short epochs: a ResNet-18's
     state (weights, momentum, the best epoch's weights) is ~135 MB to write and fsync, a real share of a fast GPU
-    epoch. Without the worker's store (None), no checkpoint is kept.
+    epoch. A trial's running state is removed once the trial is told (pass `told` among study.optimize's
+    callbacks): until then it is kept, so that a trial whose result the storage failed to take resumes from it.
+    Without the worker's store (None), no checkpoint is kept.
     """
 
     def __init__(self, worker: Worker,
@@ -87,33 +120,28 @@ class Objective:
         self.running: Path | None = worker.running if keep_running else None
         self.epochs_seen = 0  # epochs of the running trial reported so far, resumed ones included
         self.run = run  # the id of the command that runs these trials (keys.RUN)
+        self.current: optuna.Trial | None = None  # the trial called last
+        self.ended: list[int] = []  # its chain of trials, once it ended for good: their states go when it is told
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.epochs_seen = 0
+        self.current, self.ended = trial, []
         chain = resume.history(frozen(trial).system_attrs)
         stopped = False
         try:
             return self._run(trial, chain)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runner turns it into this): retried, state kept
             stopped = True
-            reason = f"interrupted ({exc or 'Ctrl-C'}) during epoch {self.epochs_seen + 1}"
+            reason = f"interrupted ({interruption(exc)}) during epoch {self.epochs_seen + 1}"
             self.fail(trial, reason, self.epochs_seen)
             resume.Retry(self.space.study.max_retry, reason)(trial.study, frozen(trial))
             raise
         except STORAGE_FAULTS as exc:  # the worker's fault, not the trial's: stop, keep its state, retry it later
             stopped = True
-            first = first_line(exc)
             when = f"at epoch {self.epochs_seen}" if self.epochs_seen else "before its first epoch"  # its writes
-            reason = (f"the study's storage failed {when} of trial {trial.number} "  # follow each epoch
-                      f"({type(exc).__name__}: {first[:300]})")
-            try:  # if the storage answers again, record why and queue the rerun now; if not, the next run will
-                self.fail(trial, reason, self.epochs_seen)
-                resume.Retry(self.space.study.max_retry, reason)(trial.study, frozen(trial))
-            except STORAGE_FAULTS:
-                pass
-            raise StorageFault(f"{reason}\nthe search stopped; the trial's last saved epoch is kept. Fix: free disk "
-                               "space or bring the database server back, then rerun the same command: the trial "
-                               "is retried (a trial left running is retried once its heartbeats are stale)") from None
+            reason = f"the study's storage failed {when} of trial {trial.number} {storage_said(exc)}"  # per epoch
+            self._cut_short(trial, reason)
+            raise storage_stopped(reason) from None
         except (TrialFailed, optuna.TrialPruned):
             raise
         except Exception as exc:  # anything else a trial raises is that trial's failure, and the study goes on
@@ -121,8 +149,47 @@ class Objective:
             self.fail(trial, reason, self.epochs_seen)
             raise TrialFailed(reason) from exc
         finally:
-            if not stopped:  # ended for good: its running state is not needed
-                self.discard([*chain, trial.number])
+            if not stopped:  # ended for good: its running state goes once the trial is told
+                self.ended = [*chain, trial.number]
+
+    def told(self, *_: object) -> None:
+        """study.optimize's callback once the trial called last was told: the running states of the trials that
+        ended with it go."""
+        ended, self.ended = self.ended, []
+        if ended:
+            self.discard(ended)
+
+    def storage_fault(self, exc: BaseException) -> StorageFault | None:
+        """The StorageFault for a storage that failed outside the trial's own code (asking for a trial, telling its
+        result), None if `exc` is no storage fault. A trial left running by it is failed with the reason and queued
+        again, if the storage answers; its running state is kept for that retry."""
+        cause = storage_cause(exc)
+        if cause is None or isinstance(exc, HpsearchError):
+            return None
+        trial, self.current, self.ended = self.current, None, []
+        what = storage_said(cause)
+        try:
+            running = trial is not None and frozen(trial).state == TrialState.RUNNING
+        except STORAGE_FAULTS:
+            running = False
+        if trial is None or not running:
+            return storage_stopped(f"the study's storage failed between trials {what}", "every finished trial is")
+        reason = f"the study's storage failed as trial {trial.number}'s end was written {what}"
+        self._cut_short(trial, reason)
+        try:
+            trial.study.tell(trial.number, state=TrialState.FAIL)
+        except STORAGE_FAULTS:
+            pass
+        return storage_stopped(reason)
+
+    def _cut_short(self, trial: optuna.Trial, reason: str) -> None:
+        """Record why the worker stopped under `trial` and queue its rerun, if the storage answers again; if not,
+        the next run finds it stale and retries it."""
+        try:
+            self.fail(trial, reason, self.epochs_seen)
+            resume.Retry(self.space.study.max_retry, reason)(trial.study, frozen(trial))
+        except STORAGE_FAULTS:
+            pass
 
     def _run(self, trial: optuna.Trial, chain: list[int]) -> float:
         config = suggest(trial, self.space)

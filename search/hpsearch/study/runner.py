@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EXIT_INTERRUPTED, report
+from ..errors import EXIT_INTERRUPTED, interruption, report
 from ..space import Space
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
                    deadline).run()
         elif slots is None and plan.workers == 1:
             study.optimize(objective, n_trials=plan.trials, timeout=plan.timeout, catch=(TrialFailed,),
-                           callbacks=[progress.finished])
+                           callbacks=[objective.told, progress.finished])
         else:
             claim = _claimer(slots, plan.trials)
             deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
@@ -230,15 +230,21 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
                 if left is not None and left <= 0:
                     break
                 study.optimize(objective, n_trials=1, timeout=left, catch=(TrialFailed,),
-                               callbacks=[progress.finished])
+                               callbacks=[objective.told, progress.finished])
                 if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
                     break  # every point of the grid has run (optimize would have stopped the study)
     except KeyboardInterrupt as exc:
         progress.close()
-        print(f"\nhpsearch: {tag}interrupted ({exc or 'Ctrl-C'}); the running trial is recorded as failed, "
+        print(f"\nhpsearch: {tag}interrupted ({interruption(exc)}); the running trial is recorded as failed, "
               "the study is intact. Rerun the same command to continue (a stopped trial is retried from its "
               "last epoch).", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the storage failing outside a trial's own code (asking, telling) stops the worker
+        fault = objective.storage_fault(exc)
+        if fault is None:
+            raise
+        progress.close()
+        raise fault from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
