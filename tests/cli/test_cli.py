@@ -85,6 +85,14 @@ def test_resume_with_a_changed_space_is_refused_and_keeps_the_study(workdir: Pat
     assert main(["run", str(TINY), "--trials", "1", "--set", "train.epochs=3", "--study", "tiny-2"]) == 0
 
 
+def test_where_the_data_sits_is_not_part_of_the_space(workdir: Path, tmp_path: Path) -> None:
+    """Another --data-root (the data moved, another machine's path) or download setting resumes the study."""
+    assert main(["run", str(TINY), "--trials", "1"]) == 0
+    assert main(["run", str(TINY), "--trials", "1", "--data-root", str(tmp_path / "moved")]) == 0
+    assert main(["run", str(TINY), "--trials", "1", "--set", "data.download=false"]) == 0
+    assert len(study_of(workdir).trials) == 3
+
+
 def test_storage_and_study_flags(workdir: Path) -> None:
     url = f"sqlite:///{workdir / 'elsewhere.db'}"
     assert main(["run", str(TINY), "--trials", "1", "--storage", url, "--study", "mine"]) == 0

@@ -77,13 +77,26 @@ def _guard(study: optuna.Study, space: Space, url: str) -> bool:
             raise StudyError(f"study {name!r} in {redact(url)} already has trials but was not made by hpsearch; "
                              "choose another name with --study NAME")
         return True
-    if stored != space.identity():
-        changes = diff(stored, space.identity())
+    if _what_trials_are(stored) != _what_trials_are(space.identity()):
+        changes = diff(_what_trials_are(stored), _what_trials_are(space.identity()))
         shown = "\n".join(f"  {c}" for c in changes[:20]) + ("\n  ..." if len(changes) > 20 else "")
         raise StudyError(f"study {name!r} in {redact(url)} was created from a different space; changed:\n{shown}\n"
                          f"fix: start a new study with --study {name}-2 (or a new study.name), or run the "
                          "original space to add trials to this one")
     return False
+
+
+# Where this machine keeps the data and whether it may fetch it: not what a trial is. A study resumes with
+# another --data-root (the data moved, or another machine of the study keeps it elsewhere).
+WHERE_NOT_WHAT = ("root", "download")
+
+
+def _what_trials_are(identity: dict[str, Any]) -> dict[str, Any]:
+    """A space's identity without the data's location (WHERE_NOT_WHAT): what the space guard compares."""
+    data = identity.get("data")
+    if not isinstance(data, dict):
+        return identity
+    return {**identity, "data": {k: v for k, v in data.items() if k not in WHERE_NOT_WHAT}}
 
 
 def _existing(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
