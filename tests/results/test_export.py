@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -148,14 +149,23 @@ def test_export_refuses_what_cannot_be_exported(searched_copy: Searched, tmp_pat
                                     f"{have[0]}"),
         (["--format", "checkpoint", "--out", str(tmp_path / "afile" / "x.pt")], "cannot write"),
         (["--out", str(tmp_path)], "is a folder"),
+        (["--out", str(tmp_path / "pipe")], "is not a regular file (a device or a pipe)"),
         (["--trial", str(never)], f"trial {never} has no checkpoint: when it finished"),
     ]
     (tmp_path / "afile").write_text("x")
+    os.mkfifo(tmp_path / "pipe")  # like /dev/null: a rename over it would destroy it
     for extra, message in cases:
         argv = ["export", *where, "--out", out, *extra] if "--out" not in extra else ["export", *where, *extra]
         assert main(argv) == 2, extra
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (extra, err)
+    with sqlite3.connect(searched_copy.folder / "tiny.db") as db:  # it ranked, but the disk was full
+        db.execute("INSERT INTO trial_user_attributes (trial_id, key, value_json) SELECT trial_id, "
+                   "'checkpoint_error', ? FROM trials WHERE number = ?",
+                   (json.dumps("cannot store the checkpoint: No space left on device"), never))
+    assert main(["export", *where, "--trial", str(never), "--out", out]) == 2
+    assert (f"trial {never} has no checkpoint: when it finished, storing it failed (cannot store the checkpoint: "
+            "No space left on device)") in capsys.readouterr().err
     # the best trial's file deleted behind our back, then a corrupt one
     best = study.best_trial
     path = searched_copy.artifacts / best.user_attrs["checkpoint"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import subprocess
@@ -216,6 +217,21 @@ def test_report_bad_input_is_one_message_and_exit_2(searched_copy: Searched, tmp
     err = capsys.readouterr().err
     assert message.format(**fill) in err and "Traceback" not in err and "s3cret" not in err
     assert not (tmp_path / "studies").exists()  # reading never creates a database
+
+
+def test_a_report_the_disk_cannot_take_whole_leaves_no_file(searched: Searched, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import hpsearch.training.checkpoint as checkpoint
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    out = tmp_path / "r.html"
+    assert main(["report", *searched.where(), "--format", "html", "--out", str(out)]) == 2
+    assert f"cannot write {out}: No space left on device" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # neither a truncated report nor a temporary
 
 
 @pytest.mark.parametrize("argv", [["report", "x.yaml", "--format", "pdf"], ["report", "x.yaml", "--top", "0"]])

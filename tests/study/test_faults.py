@@ -140,6 +140,33 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
+def test_a_write_never_replaces_what_is_not_a_regular_file_and_gets_open_s_mode(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(checkpoint.CheckpointError, match="pipe: it is not a regular file"):
+        checkpoint.save(payload(1.0), pipe)
+    assert pipe.is_fifo()
+    umask = os.umask(0o027)
+    try:
+        fresh = checkpoint.save(payload(1.0), tmp_path / "fresh.pt")
+        assert fresh.stat().st_mode & 0o777 == 0o640  # as open() would make it: 0o666 less the umask
+        fresh.chmod(0o604)
+        assert checkpoint.save(payload(2.0), fresh).stat().st_mode & 0o777 == 0o604  # a replaced file keeps its own
+    finally:
+        os.umask(umask)
+
+
+def test_torch_s_short_write_is_reported_as_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def short(obj: Any, f: Any) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 26048 vs 25944")
+
+    monkeypatch.setattr(checkpoint.torch, "save", short)
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        checkpoint.save(payload(1.0), tmp_path / "c.pt")
+    assert str(info.value) == (f"cannot write {tmp_path / 'c.pt'}: the disk is full or failed (torch's writer "
+                               "stopped short: unexpected pos 26048 vs 25944); choose a writable path")
+
+
 WRITER = """
 import sys, torch
 from hpsearch.training import checkpoint

@@ -127,6 +127,9 @@ def checkpoint_file(study: optuna.Study, url: str, trial: FrozenTrial) -> Path:
     fix = (f"fix: --trial {kept[0]}, or `hpsearch retrain` to train trial {trial.number}'s configuration again"
            if kept else f"fix: `hpsearch retrain` trains trial {trial.number}'s configuration again")
     artifact = trial.user_attrs.get(keys.CHECKPOINT)
+    if not artifact and keys.CHECKPOINT_ERROR in trial.user_attrs:  # it ranked, but its file could not be stored
+        raise CheckpointError(f"trial {trial.number} has no checkpoint: when it finished, storing it failed "
+                              f"({trial.user_attrs[keys.CHECKPOINT_ERROR]}); {have}\n{fix}")
     if not artifact:
         raise CheckpointError(f"trial {trial.number} has no checkpoint: when it finished it was not among the best "
                               f"study.keep_checkpoints trials (or keep_checkpoints is 0); {have}\n{fix}")

@@ -290,6 +290,9 @@ def _check_writable(path: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"--out {path} is a folder; give a file path such as {target / 'best.pt'}")
+    if target.exists() and not target.is_file():
+        raise UsageError(f"--out {path} is not a regular file (a device or a pipe), which writing would replace; "
+                         "give a file path such as best.pt")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=target.parent):
@@ -302,11 +305,10 @@ def _emit(text: str, out: str | None) -> None:
     if not out:
         sys.stdout.write(text)
         return
+    from ..training.checkpoint import write_atomic
+
     _check_writable(out)
-    try:
-        Path(out).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror or exc}; choose a writable --out path") from None
+    write_atomic(out, lambda f: f.write(text.encode("utf-8")))  # a full disk leaves no half-written report
     print(f"hpsearch: wrote {out}", file=sys.stderr)
 
 

@@ -60,9 +60,16 @@ def save(payload: dict[str, Any], path: str | Path) -> Path:
     return write_atomic(path, lambda f: torch.save(payload, f))
 
 
-def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """write(file) into a temporary file beside `path`, fsync, rename; CheckpointError when the place is unusable."""
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """write(file) into a temporary file beside `path`, fsync, rename; CheckpointError when the place is unusable.
+
+    The file gets the mode a plain open() would give it (what `path` had, else 0o666 less the umask), and only a
+    regular file is ever replaced: a rename over /dev/null or a pipe would destroy it.
+    """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"cannot write {path}: it is not a regular file (a folder, device or pipe); choose a "
+                              "file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -70,6 +77,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _mode_for(path))
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -80,12 +88,24 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         except OSError:
             pass  # a read-only folder: the temporary may stay; the previous file is whole either way
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        if isinstance(exc, RuntimeError) and "unexpected pos" in reason:
+            reason = f"the disk is full or failed (torch's writer stopped short: {reason.split('] ')[-1].strip(' .')})"
         raise CheckpointError(f"cannot write {path}: {reason}; choose a writable path") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions of the file that replaces `path`: its own if it exists, else what open() would give."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_dir(folder: Path) -> None:
