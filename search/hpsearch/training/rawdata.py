@@ -132,6 +132,10 @@ def _from_files(cfg: DataConfig) -> RawData:
     info = DATASETS[cfg.dataset].info
     shape = (int(info["image_size"]), int(info["image_size"]), int(info["channels"]))  # (H, W, C) of an image
     root = Path(cfg.root).expanduser()
+    if root.is_file():
+        raise DataError(f"{cfg.dataset} data: data.root {root} is a file; it must be the folder that holds "
+                        f"{npz_name} or {folder_name}/. Fix: pass --data-root {root.parent}"
+                        + (" (this file's folder)" if root.name == npz_name else ""))
     npz, folder = root / npz_name, root / folder_name
     tried = [f"{npz} (no such file)"]
     if npz.is_file():
@@ -146,20 +150,33 @@ def _from_files(cfg: DataConfig) -> RawData:
     if cfg.download:
         old_timeout = socket.getdefaulttimeout()
         socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+        made = [p for p in (root, *root.parents) if not p.exists()]  # the folders the download would create
         try:
             return _load_torchvision(dataset_name, root, download=True)
         except Exception as exc:  # no network, a proxy, a full disk: all end in the message below
             download = f"tried torchvision's download into {root}/ and it failed: {type(exc).__name__}: {exc}"
+            _remove_if_empty(made)
         finally:
             socket.setdefaulttimeout(old_timeout)
+        online = f"or run it on a machine with internet access (download: true fetches it into {root}/)"
     else:
         download = "not tried (download: false)"
+        online = "or set `download: true` in the space's data section on a machine with internet access"
     lines = "\n".join(f"  {line}" for line in tried)
     raise DataError(
         f"{cfg.dataset} data not found. Tried:\n{lines}\nDownload: {download}.\n"
         f"Fix: pass --data-root DIR where DIR holds {npz_name} or {folder_name}/ (or set data.root in the "
-        f"space), or set `download: true` in the space's data section on a machine with internet access."
+        f"space), {online}."
     )
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Undo a failed download's folders, innermost first, as long as they are empty (a partial file stays)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _load_npz(path: Path, class_names: tuple[str, ...], shape: tuple[int, int, int]) -> RawData:
