@@ -165,7 +165,8 @@ def test_a_space_that_searches_nothing_runs_one_trial(workdir: Path, capsys: pyt
     (["evaluate", str(TINY)], "is a space file; evaluate takes a checkpoint. Fix: hpsearch export"),
     (["run", str(TINY), "--set", "train.epochs=-1"], "--set train.epochs=-1: train.epochs: must be in [1, 10000], "
                                                      "got -1"),
-    (["run", str(TINY), "--storage", "notaurl://x"], "cannot open the study storage notaurl://x"),
+    (["run", str(TINY), "--storage", "notaurl://x"], "notaurl://x names a kind of database SQLAlchemy does not "
+                                                     "know ('notaurl')\nfix: pass --storage sqlite:///"),
     (["run", str(TINY), "--storage", "postgresql://u:s3cret@127.0.0.1:1/db"], "postgresql://u:***@127.0.0.1:1/db"),
     (["run", str(TINY), "--set", "data.dataset=cifar100", "--set", "data.download=false", "--data-root", "nodata"],
      "nodata"),

@@ -220,6 +220,9 @@ def test_worker_index_offsets_the_sampler_seed(tmp_path: Path, monkeypatch: pyte
     ("mysql+nosuchdriver://u:s3cret@h/db", "its database driver is not installed"),
     ("postgresql://u:s3cret@127.0.0.1:1/db", "Connection refused"),
     ("sqlite:////proc/hpsearch/x.db", "cannot create the folder for the study database /proc/hpsearch/x.db"),
+    ("sqlite:////proc/x.db", "cannot open the study storage sqlite:////proc/x.db: (sqlite3.OperationalError) "
+                             "unable to open database file\nfix: check that /proc/x.db is an SQLite database in a "
+                             "folder you may write, or run hpsearch from a folder you may write"),
 ])
 def test_bad_storage_urls_are_one_clear_error_without_the_password(url: str, message: str) -> None:
     with pytest.raises(StudyError) as info:

@@ -30,6 +30,9 @@ OPEN_ATTEMPTS = 6  # workers that open a new storage at once race to create its 
 DRIVERS_FIX = ("install the driver: pip install -e '.[postgres]' (psycopg) for postgresql://, "
                "pip install -e '.[mysql]' (PyMySQL) for mysql+pymysql://")
 
+SQLITE_FIX = "run hpsearch from a folder you may write, or pass --storage sqlite:////WRITABLE/FOLDER/NAME.db"
+SQLALCHEMY_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")  # built in; others are plugins
+
 
 class StudyError(HpsearchError):
     """A storage or study problem the user can fix; str() is the whole message."""
@@ -94,7 +97,7 @@ def open_storage(url: str, spec: StudySpec | None = None) -> optuna.storages.Bas
             sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StudyError(f"cannot create the folder for the study database {sqlite_path}: "
-                             f"{exc.strerror}") from None
+                             f"{exc.strerror}\nfix: {SQLITE_FIX}") from None
         _enable_wal(sqlite_path)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S, "isolation_level": None}}
     elif not url.startswith("sqlite"):
@@ -117,12 +120,19 @@ def open_storage(url: str, spec: StudySpec | None = None) -> optuna.storages.Bas
                 time.sleep(0.1 * 2**attempt * (1 + random.random()))
                 continue
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            backend = sqlalchemy.engine.make_url(url).get_backend_name()
+            if "Can't load plugin" in reason and backend not in SQLALCHEMY_DIALECTS:
+                raise StudyError(f"the study storage {redact(url)} names a kind of database SQLAlchemy does not "
+                                 f"know ({backend!r})\nfix: pass --storage sqlite:///studies/NAME.db, "
+                                 "postgresql://USER:PASSWORD@HOST/DB or mysql+pymysql://USER:PASSWORD@HOST/DB"
+                                 ) from None
             if isinstance(exc, ImportError) or "Can't load plugin" in reason:
                 raise StudyError(f"cannot open the study storage {redact(url)}: its database driver is not "
                                  f"installed ({redact(reason)})\nfix: {DRIVERS_FIX}") from None
-            raise StudyError(f"cannot open the study storage {redact(url)}: {redact(reason)}\n"
-                             "fix: pass --storage with a URL such as sqlite:///studies/NAME.db or "
-                             "postgresql://USER:PASSWORD@HOST/DB, and check the server is reachable") from None
+            fix = (f"check that {sqlite_path} is an SQLite database in a folder you may write, or {SQLITE_FIX}"
+                   if sqlite_path is not None else "pass --storage with a URL such as sqlite:///studies/NAME.db or "
+                   "postgresql://USER:PASSWORD@HOST/DB, and check the server is reachable")
+            raise StudyError(f"cannot open the study storage {redact(url)}: {redact(reason)}\nfix: {fix}") from None
     if sqlite_path is not None:
         sqlalchemy.event.listen(storage.engine, "connect", _sync_normal)
         storage.engine.dispose()  # connections opened while the storage was set up reconnect with the pragma
