@@ -152,7 +152,11 @@ def test_dashboard_verb_errors(searched: Searched, tmp_path: Path, monkeypatch: 
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["dashboard", *searched.where(), "--port", str(port)]) == 2
-        assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"cannot serve on 127.0.0.1:{port}" in err and "pick another --port" in err
+    assert main(["dashboard", *searched.where(), "--host", "192.0.2.1", "--port", "0"]) == 2  # TEST-NET: not ours
+    err = capsys.readouterr().err
+    assert "cannot serve on 192.0.2.1:0" in err and "give --host an address of this machine" in err
     assert main(["dashboard", "--storage", searched.url, "--study", "nope"]) == 2
     assert "no study named 'nope'" in capsys.readouterr().err
     assert main(["dashboard", "--study", "nope"]) == 2

@@ -323,9 +323,12 @@ def _check_gpus(text: str | None) -> tuple[str, ...]:
     ids = tuple(t.strip() for t in text.split(","))
     available = torch.cuda.device_count()
     bad = [i for i in ids if not i.isdigit() or int(i) >= available]
+    if bad and not available:
+        raise UsageError(f"--gpus {text}: no CUDA device {', '.join(bad)} here (devices: none: torch sees no GPU "
+                         "on this machine); drop --gpus to train on the CPU")
     if bad:
         raise UsageError(f"--gpus {text}: no CUDA device {', '.join(bad)} here (devices: "
-                         f"{', '.join(map(str, range(available))) or 'none'}); give ids like 0,1")
+                         f"{', '.join(map(str, range(available)))}); give ids among them, like 0,1")
     return ids
 
 

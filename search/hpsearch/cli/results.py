@@ -8,6 +8,7 @@ DataError); main turns each into one message and its exit status.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import textwrap
@@ -265,8 +266,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         server = serve(url, name, args.host, args.port, args.allow_edits)
     except OSError as exc:
-        raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}; pick another --port "
-                         "(or --port 0 for any free one)") from None
+        if exc.errno == errno.EADDRINUSE:
+            fix = "pick another --port (or --port 0 for any free one)"
+        elif exc.errno == errno.EACCES:
+            fix = "ports below 1024 need root: pick another --port (or --port 0 for any free one)"
+        else:  # an address not of this machine, a name that does not resolve
+            fix = ("give --host an address of this machine: 127.0.0.1 (this machine only) or 0.0.0.0 (every "
+                   "network it is on)")
+        raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}; {fix}") from None
     try:
         server.serve_forever()
     except KeyboardInterrupt:
