@@ -80,6 +80,19 @@ def test_a_rows_problem_names_its_line_and_row(tmp_path: Path) -> None:
                      "it reads: lr, betas, eps, weight_decay"]
 
 
+def test_a_rows_unusable_key_hides_no_other_rows_problem(tmp_path: Path) -> None:
+    """validate says every problem at once: a misspelt key in one row, a bad value in another."""
+    found = problems(tmp_path, """\
+        cases:
+          recipe:
+            a: {model.widthz: 4}
+            b: {train.epochs: 0}
+        """)
+    assert found == ["s.yaml:3: cases.recipe.a.model.widthz: expected a field's dotted path in data, train, model, "
+                     "optimizer, scheduler (model.width, data.augment.flip, optimizer.name), got 'model.widthz'",
+                     "s.yaml:4: train.epochs (row cases.recipe.b): must be in [1, 10000], got 0"]
+
+
 def test_combinations_are_checked_as_whole_spaces(tmp_path: Path) -> None:
     """Each row is fine alone; one combination breaks a component's rule (nesterov needs momentum)."""
     found = problems(tmp_path, """\

@@ -41,6 +41,8 @@ from .yamlfile import Document, Problem
 # pruner's options against Optuna's signatures): (kind, its spec {name, options}) -> [(key or "", message)].
 OptionCheck = Callable[[str, dict[str, Any]], list[tuple[str, str]]]
 
+_UNUSABLE = object()  # a row's value that a row may not set (its problem is said): left out of the row
+
 
 def check(doc: Document, overrides: Sequence[Override], default_name: str,
           option_check: OptionCheck | None = None) -> tuple[Space, list[Problem]]:
@@ -105,9 +107,7 @@ class _Checker:
                             self.doc.lines)
         base = _Checker(base_doc, self.overrides, [], self.option_check).space(default_name)
         space = dataclasses.replace(base, tree=self.doc.value, cases=cases)
-        if self.problems:
-            return space  # the rows themselves are malformed: their combinations would only repeat it
-        groups = list(cases)
+        groups = list(cases)  # (a value said unusable above is left out of its row: each problem is said once)
         count = math.prod(len(rows) for rows in cases.values())
         if count > MAX_CASE_COMBINATIONS:
             self.problem(("cases",), f"the groups make {count:,} combinations of rows; at most "
@@ -162,31 +162,33 @@ class _Checker:
                     self.problem(rpath, f"expected a mapping of dotted fields to values (model.width: 32), "
                                         f"got {values!r}")
                     continue
-                out[group][row] = {key: self.case_value(key, value, (*rpath, str(key)))
-                                   for key, value in values.items()}
+                coerced = {key: self.case_value(key, value, (*rpath, str(key))) for key, value in values.items()}
+                out[group][row] = {key: value for key, value in coerced.items() if value is not _UNUSABLE}
         return out
 
     def case_value(self, key: Any, value: Any, path: tuple[str, ...]) -> Any:
-        """A row's value for `key` (a field's dotted path), coerced; problems for what a row may not set."""
+        """A row's value for `key` (a field's dotted path), coerced; problems for what a row may not set (those
+        values are _UNUSABLE: left out of the row, so that the combinations check the rest)."""
         parts = key.split(".") if isinstance(key, str) else []
         cls = C.SECTION_TYPES.get(".".join(parts[:-1])) if len(parts) >= 2 else None
         fields = {f.name: f for f in dataclasses.fields(cls)} if cls is not None else {}
         if not parts or parts[0] not in SECTIONS or parts[-1] not in fields:
             self.problem(path, f"expected a field's dotted path in {', '.join(SECTIONS)} (model.width, "
                                f"data.augment.flip, optimizer.name), got {key!r}")
-            return value
+            return _UNUSABLE
         if any(key == u or key.startswith(f"{u}.") for u in UNSEARCHABLE):
             self.problem(path, "a row cannot set this: every trial of a study must see the same data and setup; "
                                "give it in its section")
-            return value
+            return _UNUSABLE
         if isinstance(value, dict):
             self.problem(path, f"a row gives fixed values; searching is done in the sections, got {value!r}")
-            return value
+            return _UNUSABLE
         node: Any = self.doc.value
         for part in parts:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and "type" in node:
             self.problem(path, f"{key} is searched in the {parts[0]} section; a row fixes it: keep one of the two")
+            return _UNUSABLE
         ok, coerced = _coerce(str(fields[parts[-1]].type), value)
         return coerced if ok else value  # a wrong type is reported by the combinations, with the field's words
 
