@@ -224,8 +224,8 @@ def test_a_key_set_twice_is_refused_as_a_duplicate_key_is(tmp_path: Path) -> Non
     ("data: {dataset: cifar100, train_limit: 60000}\n", "s.yaml:1: data.train_limit: must be between 100 (one "
      "image per class) and 45000 (the images left after val_size=5000), got 60000"),
     ("study: {name: " + "a" * 1000 + "}\n", "s.yaml:1: study.name: a study name has at most 128 characters, got 1000"),
-    ("study: {name: ../../etc/x}\n", "s.yaml:1: study.name: expected a name of letters, digits, '_', '.' or '-' "
-     "(not starting with one of those), got '../../etc/x'"),
+    ("study: {name: ../../etc/x}\n", "s.yaml:1: study.name: expected a name that starts with a letter or digit, "
+     "then letters, digits, '_', '.' or '-' (no '..'), got '../../etc/x'"),
 ])
 def test_what_run_would_refuse_validate_refuses(tmp_path: Path, text: str, expected: str) -> None:
     assert one_problem(tmp_path, text) == str(tmp_path / expected.replace("s.yaml:", "space.yaml:", 1))

@@ -128,7 +128,9 @@ def test_an_interrupted_group_is_failed_retried_and_each_member_resumes_alone(tm
         run_groups(space, url, k=3, trials=3, on_epoch=stop)
     study = optuna.load_study(study_name="tiny", storage=url)
     stopped = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(stopped) == 3 and all("interrupted (SIGTERM)" in t.user_attrs[keys.FAIL_REASON] for t in stopped)
+    assert len(stopped) == 3
+    reasons = {t.user_attrs[keys.FAIL_REASON] for t in stopped}  # each after its own last reported epoch
+    assert reasons <= {"interrupted (SIGTERM) during epoch 2", "interrupted (SIGTERM) during epoch 3"}, reasons
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
     assert sorted(t.user_attrs[keys.RETRY_OF] for t in waiting) == [t.number for t in stopped]
     assert len(list(running_dir(url, "tiny").glob("*.pt"))) == 3  # each member's state after epoch 1

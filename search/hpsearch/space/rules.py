@@ -80,7 +80,8 @@ MAX_STUDY_NAME = 128
 def study_name_problem(name: object) -> str | None:
     """What is wrong with a study name, or None: one rule for study.name and --study alike."""
     if not isinstance(name, str) or not re.fullmatch(STUDY_NAME, name) or ".." in name:
-        return f"expected a name of letters, digits, '_', '.' or '-' (not starting with one of those), got {name!r}"
+        return (f"expected a name that starts with a letter or digit, then letters, digits, '_', '.' or '-' (no "
+                f"'..'), got {name!r}")
     if len(name) > MAX_STUDY_NAME:
         return f"a study name has at most {MAX_STUDY_NAME} characters, got {len(name)}"
     return None

@@ -110,7 +110,7 @@ class Groups:
                         self.pending.append(asked)
                 self._train(members)
         except KeyboardInterrupt as exc:
-            reason = f"interrupted ({interruption(exc)})"
+            reason = f"interrupted ({interruption(exc)}) before it trained"  # asked, waiting for its group
             for item in list(self.open.values()):
                 self._stop(item, reason)
             raise
@@ -221,7 +221,7 @@ class Groups:
             reason = f"interrupted ({interruption(exc)})"
             for item, member in zip(items, members, strict=True):
                 if not member.done:
-                    self._stop(item, reason, member.epochs)
+                    self._stop(item, f"{reason} during epoch {member.epochs + 1}", member.epochs)
             raise
         except Exception as exc:  # noqa: BLE001 - the fused computation itself failed: every member still in it
             group_error = exc
