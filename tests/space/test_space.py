@@ -137,7 +137,8 @@ def test_yaml_tags_are_refused(tmp_path: Path) -> None:
     ("study: {metric: val_accuracy}\n", "study.metric: unknown metric 'val_accuracy'; known: val_acc, val_loss"),
     ("study: {direction: up}\n", "study.direction: expected maximize or minimize, got 'up'"),
     ("study: {metric: val_acc, direction: minimize}\n", "minimize val_acc makes the search seek the worst model"),
-    ("study: {name: 'my study'}\n", "study.name: expected a name of letters, digits"),
+    ("study: {name: 'my study'}\n", "study.name: expected a name that starts with a letter or digit, then "
+     "letters, digits"),
     ("study: {storage: studies/x.db}\n", "study.storage: expected a database URL such as sqlite:///"),
     ("study: {keep_checkpoints: -1}\n", "study.keep_checkpoints: expected a whole number >= 0, got -1"),
     ("study: {sampler: {name: tpee}}\n", "study.sampler.name: unknown sampler 'tpee'; known: tpe, random"),

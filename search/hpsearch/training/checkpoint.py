@@ -7,6 +7,7 @@ same atomic save, and results/export.py turns them into TorchScript or torch.exp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -77,7 +78,8 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), _mode_for(path))
+            with contextlib.suppress(OSError):  # a file system without permissions keeps its own
+                os.fchmod(f.fileno(), _mode_for(path))
             write(f)
             f.flush()
             os.fsync(f.fileno())
