@@ -77,8 +77,9 @@ def _guard(study: optuna.Study, space: Space, url: str) -> bool:
             raise StudyError(f"study {name!r} in {redact(url)} already has trials but was not made by hpsearch; "
                              "choose another name with --study NAME")
         return True
-    if _what_trials_are(stored) != _what_trials_are(space.identity()):
-        changes = diff(_what_trials_are(stored), _what_trials_are(space.identity()))
+    was, now = _what_trials_are(stored), _what_trials_are(space.identity())
+    if was != now:
+        changes = diff(was, now)
         shown = "\n".join(f"  {c}" for c in changes[:20]) + ("\n  ..." if len(changes) > 20 else "")
         raise StudyError(f"study {name!r} in {redact(url)} was created from a different space; changed:\n{shown}\n"
                          f"fix: start a new study with --study {name}-2 (or a new study.name), or run the "
