@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 
 from hpsearch.cli import main
 from hpsearch.results import dashboard
+from hpsearch.study import compat
+from hpsearch.study.storage import open_storage
 from hpsearch.training import checkpoint
 
 
@@ -79,6 +81,50 @@ def check_study_and_checkpoints(base: str, searched: Searched) -> None:
         assert data == (searched.artifacts / artifact).read_bytes()
         downloaded += 1
     assert downloaded == 2  # keep_checkpoints: 2
+
+
+def test_the_storage_view_hides_only_the_records_of_removed_files(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """KeptArtifacts: every read of a trial leaves out the records of artifacts whose files are gone, without
+    changing the stored trial; everything else, reads and writes, is the backend's. It defines the whole storage
+    interface itself (no abstract method left to Optuna's base class). Without compat's record prefix (its
+    fallback) it hides nothing."""
+    assert optuna.storages.BaseStorage.__abstractmethods__ <= set(vars(dashboard.KeptArtifacts))
+    storage = open_storage(f"sqlite:///{tmp_path / 'v.db'}")
+    study = optuna.create_study(storage=storage, study_name="v", direction="maximize")
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    store = optuna.artifacts.FileSystemArtifactStore(folder)
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    ids = []
+    for value in (0.9, 0.5):
+        trial = study.ask()
+        ids.append(optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp_path / "w.pt"),
+                                                    study_or_trial=trial))
+        study.tell(trial, value)
+    (folder / ids[0]).unlink()  # the best trial's checkpoint fell out of the best k
+    best, kept = study.trials
+    view = dashboard.KeptArtifacts(storage, folder)
+    study_id = storage.get_study_id_from_name("v")
+    best_id, kept_id = (storage.get_trial_id_from_study_id_trial_number(study_id, n) for n in (0, 1))
+
+    def listed(trial: optuna.trial.FrozenTrial) -> list[str]:
+        return [m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(trial, storage=view)]
+
+    assert listed(best) == [] and listed(kept) == [ids[1]]
+    for seen in (view.get_trial(best_id), view.get_all_trials(study_id)[0], view.get_best_trial(study_id)):
+        assert seen.number == 0 and seen.value == 0.9 and not any(ids[0] in k for k in seen.system_attrs)
+    assert not any(ids[0] in k for k in view.get_trial_system_attrs(best_id))
+    assert view.get_all_trials(study_id)[1].system_attrs == kept.system_attrs
+    assert view.get_trial(kept_id) == kept
+    assert any(ids[0] in k for k in storage.get_trial(best_id).system_attrs)  # the stored trial as it was
+    assert optuna.artifacts.get_all_artifact_meta(best, storage=storage)  # and Optuna still lists it
+    view.set_study_user_attr(study_id, "seen", 1)
+    assert storage.get_study_user_attrs(study_id) == {"seen": 1} == view.get_study_user_attrs(study_id)
+    assert view.get_study_id_from_name("v") == study_id and view.get_n_trials(study_id) == 2
+
+    monkeypatch.setattr(compat, "PRIVATE_API", False)
+    assert listed(best) == [ids[0]]  # the fallback: the record shown, as plain optuna-dashboard shows it
 
 
 def test_hpsearch_dashboard_serves_the_study_and_its_checkpoints(served: str, searched: Searched,

@@ -1,24 +1,29 @@
-"""study/compat.py: each use of Optuna's private API, on its private path and on its public fallback."""
+"""study/compat.py: each use of Optuna's and torch's private API, on its private path and on its public fallback."""
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
+import torch
 
 from hpsearch import load_space
 from hpsearch.study import compat
 from hpsearch.study.compat import frozen, set_user_attrs
 from hpsearch.study.samplers import make_pruner
 from hpsearch.study.storage import open_storage
+from hpsearch.training.checkpoint import exported_kind
 
 
 @pytest.fixture(params=[True, False], ids=["private", "fallback"])
 def private(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Run the test on the private path and on the public fallback."""
+    """Run the test on the private path and on the public fallback (Optuna's and torch's alike)."""
     monkeypatch.setattr(compat, "PRIVATE_API", request.param)
+    monkeypatch.setattr(compat, "TORCH_PRIVATE_API", request.param)
     return bool(request.param)
 
 
@@ -27,6 +32,16 @@ def test_the_tested_optuna_takes_the_private_path() -> None:
     assert compat.PRIVATE_API, f"Optuna {optuna.__version__}: outside compat.TESTED or its private names moved"
     assert not compat.private_api_usable("4.5.0") and not compat.private_api_usable("6.0.0")
     assert compat.private_api_usable(optuna.__version__)
+
+
+def test_the_tested_torch_takes_the_private_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI's torch is in compat.TORCH_TESTED and its torch.jit.save and load take `_extra_files`; a version outside
+    the range falls back. A new torch fails here until its TorchScript files are checked and the range extended."""
+    assert compat.torch_private_api_usable(torch.__version__), \
+        f"torch {torch.__version__}: outside compat.TORCH_TESTED {compat.TORCH_TESTED}, or _extra_files is gone"
+    assert not compat.torch_private_api_usable("2.3.1") and not compat.torch_private_api_usable("3.0.0")
+    monkeypatch.setattr(compat, "TORCH_PRIVATE_API", None)  # as in a fresh process: decided at the first use
+    assert compat._torch_private() and compat.TORCH_PRIVATE_API is True
 
 
 def test_user_attrs_are_written_in_one_transaction(tmp_path: Path, private: bool) -> None:
@@ -126,10 +141,82 @@ def test_frozen_reads_the_running_trial_back(tmp_path: Path, private: bool) -> N
     assert found.state == optuna.trial.TrialState.RUNNING and found.params == {"x": 0.25}
 
 
-def test_with_system_attrs_changes_a_copy_or_nothing(tmp_path: Path, private: bool) -> None:
-    study = optuna.create_study()
-    study.optimize(lambda t: 1.0, n_trials=1)
-    trial = study.trials[0]
-    view = compat.with_system_attrs(trial, {"a": 1})
-    assert trial.system_attrs == {}  # the stored trial is never changed
-    assert view.system_attrs == ({"a": 1} if private else {})
+def test_artifact_records_are_the_artifacts_optuna_lists(tmp_path: Path, private: bool) -> None:
+    """The records artifact_records finds are the artifacts Optuna's public get_all_artifact_meta lists, each
+    under its id (two on one trial, none on another); the fallback finds none."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    study = optuna.create_study(storage=storage, study_name="a")
+    store = optuna.artifacts.FileSystemArtifactStore(tmp_path)
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    trial, plain = study.ask(), study.ask()
+    ids = {optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp_path / "w.pt"),
+                                            study_or_trial=trial) for _ in range(2)}
+    trial.set_user_attr("note", "x")
+    study.tell(trial, 1.0)
+    study.tell(plain, 0.5)
+    done, other = study.trials
+    listed = {m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(done, storage=storage)}
+    assert listed == ids and len(ids) == 2
+    found = compat.artifact_records(done.system_attrs)
+    assert found == ({key: key.rsplit(":", 1)[1] for key in done.system_attrs if key.rsplit(":", 1)[1] in ids}
+                     if private else {})
+    assert set(found.values()) == (ids if private else set())
+    assert compat.artifact_records(other.system_attrs) == {}
+
+
+class _Doubled(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+def _traced() -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+        return torch.jit.trace(_Doubled(), torch.ones(2))
+
+
+def test_torchscript_extra_files_are_written_and_read_on_both_paths(tmp_path: Path, private: bool) -> None:
+    """A TorchScript file written on either path carries its extra files where torch.jit.load's `_extra_files`
+    finds them (as a user of an exported model reads hpsearch.json), and where exported_kind tells the format by;
+    either path reads what the other wrote."""
+    meta = '{"class_names": ["ä", "b"], "trial": 3}'
+    out = tmp_path / "m.ts"
+    with out.open("wb") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.save's deprecation notice
+        compat.save_torchscript(_traced(), f, {"hpsearch.json": meta, "other.txt": "x"})
+    extra = {"hpsearch.json": "", "other.txt": "", "absent.txt": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torch.jit.load(str(out), _extra_files=extra)
+    assert extra == {"hpsearch.json": meta.encode(), "other.txt": b"x", "absent.txt": b""}
+    assert torch.equal(model(torch.ones(3)), torch.full((3,), 2.0))
+    assert exported_kind(out) == "torchscript"
+    for read_privately in (True, False):
+        compat.TORCH_PRIVATE_API = read_privately  # restored by the fixture's monkeypatch
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded, texts = compat.load_torchscript(out, ["hpsearch.json", "absent.txt"])
+        assert texts == {"hpsearch.json": meta, "absent.txt": ""}
+        assert torch.equal(loaded(torch.ones(1)), torch.full((1,), 2.0))
+
+
+def test_torchscript_is_written_to_a_plain_stream(private: bool) -> None:
+    """save_torchscript writes to a file object it may not seek back in or read (write_atomic's temporary file)."""
+    class WriteOnly(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: bytes) -> int:  # type: ignore[override]
+            self.data += b
+            return len(b)
+
+    sink = WriteOnly()
+    extra = {"hpsearch.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compat.save_torchscript(_traced(), sink, {"hpsearch.json": "{}"})  # type: ignore[arg-type]
+        torch.jit.load(io.BytesIO(bytes(sink.data)), _extra_files=extra)
+    assert extra["hpsearch.json"] == b"{}"

@@ -8,14 +8,18 @@ The dashboard has no login, so the server guards what a web page in the user's b
 (DNS rebinding: a foreign page whose name resolves to 127.0.0.1): it answers only requests whose Host is a name it
 was started for (the loopback names, or --host), refuses a state-changing request from a foreign Origin, and is
 read-only unless started with --allow-edits (no study, trial or note can be changed or deleted through it).
+
+It reads the storage through KeptArtifacts, a view that leaves out the records of checkpoints whose files a search
+has since removed: the dashboard then lists only checkpoints that download, and can delete a study that had some.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 import sys
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -23,9 +27,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.distributions import BaseDistribution
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ..study.compat import with_system_attrs
+from ..study.compat import artifact_records
 from ..study.storage import artifact_dir, open_storage, redact
 from ..study.studies import load
 
@@ -92,28 +98,35 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # the dashboard polls every few seconds: no line per request
 
 
-ARTIFACT_PREFIX = "artifacts:"  # how Optuna's upload_artifact records an artifact on its trial (a system attr)
-
-
 class KeptArtifacts(optuna.storages.BaseStorage):
     """The study's storage as the dashboard sees it: a trial lists only the checkpoints whose files are still in
     the artifact store.
 
     A trial's checkpoint falls out of the best keep_checkpoints after the trial has finished, and Optuna refuses to
     change a finished trial's attributes (optuna-dashboard's own delete fails the same way), so its record stays
-    in the storage; shown, it would be a download that fails. Everything else passes through unchanged.
+    in the storage; shown, it would be a download that fails. optuna-dashboard lists a trial's artifacts from the
+    system attrs of the trials its storage returns, and reads the artifact store only to download, upload or delete
+    one, so the storage is the one place to hide them. The trials are read through here with those records left
+    out (a copy with other system attrs; the stored trial is never changed); every other method of the storage
+    interface is the backend's own, written out below.
     """
 
     def __init__(self, backend: optuna.storages.BaseStorage, folder: Path) -> None:
         self._backend, self._folder = backend, folder
 
     def _kept(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in attrs.items()
-                if not k.startswith(ARTIFACT_PREFIX) or (self._folder / k[len(ARTIFACT_PREFIX):]).is_file()}
+        gone = {key for key, artifact in artifact_records(attrs).items() if not (self._folder / artifact).is_file()}
+        return {k: v for k, v in attrs.items() if k not in gone} if gone else attrs
 
     def _view(self, trial: FrozenTrial) -> FrozenTrial:
         kept = self._kept(trial.system_attrs)
-        return trial if len(kept) == len(trial.system_attrs) else with_system_attrs(trial, kept)
+        if kept is trial.system_attrs:
+            return trial
+        view = copy.copy(trial)  # the backend's trial (perhaps its cache's) keeps its own attributes
+        view.system_attrs = kept
+        return view
+
+    # The trials, without the records of removed checkpoints.
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         return self._view(self._backend.get_trial(trial_id))
@@ -125,21 +138,56 @@ class KeptArtifacts(optuna.storages.BaseStorage):
     def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
         return self._kept(self._backend.get_trial_system_attrs(trial_id))
 
-    def __getattr__(self, name: str) -> Any:  # everything else: the backend's own
-        return getattr(self._backend, name)
+    # Everything else: the backend's own. (BaseStorage's other methods, such as get_best_trial, are built on these.)
 
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        return self._backend.create_new_study(directions, study_name)
 
-def _delegate(name: str) -> Any:
-    def method(self: KeptArtifacts, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._backend, name)(*args, **kwargs)
+    def delete_study(self, study_id: int) -> None:
+        self._backend.delete_study(study_id)
 
-    method.__name__ = name
-    return method
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._backend.set_study_user_attr(study_id, key, value)
 
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._backend.set_study_system_attr(study_id, key, value)
 
-for _name in optuna.storages.BaseStorage.__abstractmethods__ - set(vars(KeptArtifacts)):
-    setattr(KeptArtifacts, _name, _delegate(_name))
-KeptArtifacts.__abstractmethods__ = frozenset()
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._backend.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._backend.get_study_name_from_id(study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._backend.get_study_directions(study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._backend.get_study_user_attrs(study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._backend.get_study_system_attrs(study_id)
+
+    def get_all_studies(self) -> list[Any]:
+        return self._backend.get_all_studies()
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._backend.create_new_trial(study_id, template_trial)
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: BaseDistribution) -> None:
+        self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        return self._backend.set_trial_state_values(trial_id, state, values)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._backend.set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._backend.set_trial_system_attr(trial_id, key, value)
 
 
 def make_app(url: str, study_name: str) -> tuple[Any, int, str | None]:
@@ -150,8 +198,7 @@ def make_app(url: str, study_name: str) -> tuple[Any, int, str | None]:
     storage = open_storage(url)
     folder = artifact_dir(url, study_name)
     store = FileSystemArtifactStore(str(folder)) if folder.is_dir() else None
-    view = KeptArtifacts(storage, folder)  # type: ignore[abstract]  # its abstract methods are delegated above
-    app = wsgi(view, artifact_store=store)
+    app = wsgi(KeptArtifacts(storage, folder), artifact_store=store)
     return app, storage.get_study_id_from_name(study_name), str(folder) if store else None
 
 

@@ -1,7 +1,10 @@
 """Export: a checkpoint as TorchScript or a torch.export program, which run with torch alone.
 
 Both take float NCHW images in 0..1, normalise them inside (the training split's mean and std, as every trial does)
-and carry hpsearch.json (class names, config, metric) beside the graph.
+and carry hpsearch.json (class names, config, metric) beside the graph, as an extra file of the archive (where
+training/checkpoint.exported_kind finds it to tell the file's format). torch.export writes and reads it through its
+public `extra_files`; TorchScript offers only torch.jit's `_extra_files`, so study/compat.save_torchscript and
+load_torchscript do it there, each with a public fallback.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from torch import nn
 
 from ..space import TrialConfig
 from ..space.registry import input_shape
+from ..study.compat import load_torchscript, save_torchscript
 from ..training.checkpoint import (
     FORMAT,
     METADATA_FILE,
@@ -81,7 +85,7 @@ def export(source: str | Path, out: str | Path, fmt: str = "checkpoint") -> Path
         warnings.simplefilter("ignore")  # torch.jit's deprecation notices: the user asked for this format by name
         if fmt == "torchscript":
             scripted = torch.jit.trace(net, example)
-            return write_atomic(out, lambda f: torch.jit.save(scripted, f, _extra_files=extra))
+            return write_atomic(out, lambda f: save_torchscript(scripted, f, extra))
         batch = torch.export.Dim("batch", min=1, max=65536)
         program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
         return write_atomic(out, lambda f: torch.export.save(program, f, extra_files=extra))
@@ -111,12 +115,13 @@ def load_any(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint
     kind = exported_kind(path) if path.is_file() else None
     if kind is None:
         return load_checkpoint(path, device)
-    extra = {METADATA_FILE: ""}
+    extra: dict[str, Any] = {METADATA_FILE: ""}
+    model: nn.Module
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation notice: the file is in that format already
             if kind == "torchscript":
-                model: nn.Module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+                model, extra = load_torchscript(path, [METADATA_FILE])
             else:
                 model = torch.export.load(str(path), extra_files=extra).module()
         meta = json.loads(extra[METADATA_FILE])
@@ -133,3 +138,4 @@ def load_any(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint
                       epoch=meta.get("epoch"), class_names=names, mean=torch.zeros(channels),
                       std=torch.ones(channels),
                       payload={**meta, "format": kind})
+
