@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..space.config import DataConfig, OptimizerConfig, SyntheticConfig, TrainConfig, TrialConfig
+from ..space.load import shipped_space
 from ..training.data import DeviceData, prepare
 from ..training.device import resolve_device
 from ..training.fused import MODES, Member, default_mode, train_group
@@ -34,7 +35,7 @@ from ..training.train import train
 from .bench import MODELS
 
 NETS = {net: MODELS[net] for net in ("smoke", "cnn6")}
-SPACE = Path(__file__).resolve().parents[3] / "spaces" / "bench" / "fuse-smoke.yaml"
+SPACE = "bench/fuse-smoke.yaml"  # a shipped space (space.load.shipped_space)
 TRIALS = 8  # per search: a multiple of every K
 
 
@@ -82,12 +83,13 @@ def _fused(group: list[TrialConfig], data: DeviceData, mode: str) -> float:
     return len(members) * first.train_images_per_sec
 
 
-def searches(ks: list[int], repeats: int, workers: list[int] | None = None, space: str = str(SPACE),
+def searches(ks: list[int], repeats: int, workers: list[int] | None = None, space: str | None = None,
              trials: int = TRIALS) -> dict[str, dict[str, float]]:
     """{"separate" | "fuse K" | "K workers": {"trials_per_h", "trials_per_h_in_search", "wall_s"}} (medians);
-    `workers`: the worker counts to run (default: the same Ks)."""
+    `workers`: the worker counts to run (default: the same Ks); `space`: default the shipped SPACE."""
     from .bench import run_search
 
+    space = space or str(shipped_space(SPACE))
     counts = ks if workers is None else workers
     modes = ([("separate", 1, 1)] + [(f"fuse {k}", 1, k) for k in ks if k > 1]
              + [(f"{k} workers", k, 1) for k in counts if k > 1])
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['grouped'] / r['separate']:.2f} | {r['sequential'] / r['separate']:.2f} |")
         print(f"<!-- {net}: {time.perf_counter() - started:.0f} s -->")
     if args.searches:
-        print(f"\nwhole searches: {SPACE.name}, {TRIALS} identical-work trials a run\n")
+        print(f"\nwhole searches: {Path(SPACE).name}, {TRIALS} identical-work trials a run\n")
         print("| run | trials/h | trials/h in search | wall s | vs separate |\n|---|---|---|---|---|")
         found = searches(ks, args.repeats)
         base = found["separate"]["trials_per_h"]

@@ -13,7 +13,9 @@ runs it on the CPU.
 4. trials_per_hour: the identical-trial search of spaces/bench/fixed-smoke.yaml with 1, 2 and 4 workers on the one
    device (bench.overhead).
 5. search: a real search of spaces/cifar100.yaml for the time left in its budget, then the best trial exported and
-   evaluated on the test set (needs --data-root; skipped with the reason without it).
+   evaluated on the test set (needs --data-root; skipped with the reason without it). The dry run searches the same
+   file, shrunk by --set (DRY_SETS), on --data-root, else $HPSEARCH_CIFAR100's file, else a tiny fake
+   cifar100.npz.
 6. fused: fused trials (bench.fusion): train images/s of the seed's 6-layer CNN at batch 256 fused K = 1, 2, 4, 8
    in both modes against the same K trials one after another, then spaces/bench/fuse-smoke.yaml's 8 identical-work
    trials alone and with --fuse 8. The 50-trial CIFAR-100 search against its unfused twin does not fit a
@@ -42,6 +44,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..space.load import shipped_space
+
 # Seconds per step of a full run: 475 in all, inside the eight minutes one device call may take with start-up.
 BUDGETS: dict[str, float] = {"env": 10, "loop": 75, "resnet18_epoch": 60, "trials_per_hour": 115, "search": 120,
                              "fused": 70, "seeds": 25}
@@ -58,9 +62,15 @@ class Context:
     dry_run: bool
     data_root: str | None
     device: str  # auto, cpu, cuda, cuda:N
-    space: str  # the real search's space
+    space: str  # the search step's space (the dry run's too): shipped_space("cifar100.yaml")
     budgets: dict[str, float]
     started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        # Absolute: the searches run in a temporary working directory.
+        self.out = Path(self.out).expanduser().absolute()
+        if self.data_root:
+            self.data_root = str(Path(self.data_root).expanduser().absolute())
 
 
 Step = Callable[[Context, float], dict[str, Any]]  # (context, its budget in seconds) -> figures
@@ -85,7 +95,15 @@ def budget(seconds: float) -> Iterator[None]:
 def run_suite(ctx: Context, steps: list[tuple[str, Step]] | None = None,
               out: Callable[[str], None] = print) -> dict[str, Any]:
     """Run each step under its budget; the whole record (also written to ctx.out/gpu-check.json and .md)."""
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    from .bench import BenchError
+
+    fix = "Fix: pass --out with a new folder (or one of an earlier check, whose gpu-check.json and .md are replaced)"
+    if ctx.out.exists() and not ctx.out.is_dir():
+        raise BenchError(f"--out {ctx.out} is a file, not a folder; it is left as it is. {fix}")
+    try:
+        ctx.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"--out {ctx.out}: cannot make the folder ({exc.strerror or exc}). {fix}") from None
     record: dict[str, Any] = {"date": datetime.now().isoformat(timespec="seconds"), "dry_run": ctx.dry_run,
                               "host": platform.node(), "steps": {}}
     for name, step in steps if steps is not None else STEPS:
@@ -201,7 +219,7 @@ def _dry_space(ctx: Context) -> str:
 def step_trials_per_hour(ctx: Context, seconds: float) -> dict[str, Any]:
     from .bench import overhead
 
-    space = _dry_space(ctx) if ctx.dry_run else "spaces/bench/fixed-smoke.yaml"
+    space = _dry_space(ctx) if ctx.dry_run else str(shipped_space("bench/fixed-smoke.yaml"))
     trials, workers, repeats = (2, [1, 2], 1) if ctx.dry_run else (12, [1, 2, 4], 1)
     medians = overhead(space, trials, workers, repeats, out=lambda line: None)
     return {f"{w}_workers": {"trials_per_h": round(m.trials_per_hour, 1),
@@ -210,8 +228,56 @@ def step_trials_per_hour(ctx: Context, seconds: float) -> dict[str, Any]:
             for w, m in medians.items()}
 
 
+# The dry run's search: the real space, shrunk by --set. 2 trials of 1 epoch on 400 training images (4 a class),
+# 100 held out; a narrow net (the searched depth stays); no download.
+DRY_TRIALS = 2
+DRY_SETS = ["train.epochs=1", "train.batch_size=50", "data.val_size=100", "data.train_limit=400", "model.width=8",
+            "data.download=false"]
+
+
+def fake_cifar100(folder: Path, per_class: int = 6, test_per_class: int = 2) -> Path:
+    """folder/cifar100.npz in the reader's format (training/rawfiles.py: uint8 NHWC images, integer labels 0..99) with
+    random images, `per_class` training and `test_per_class` test images of each class: the dry run's stand-in."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, t = 100 * per_class, 100 * test_per_class
+    path = folder / "cifar100.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), y_train=np.arange(n) % 100,
+             x_test=rng.integers(0, 256, (t, 32, 32, 3), dtype=np.uint8), y_test=np.arange(t) % 100)
+    return path
+
+
+def _dry_data(ctx: Context, folder: Path) -> tuple[str, str]:
+    """(data root, what it holds) of the dry run's search: --data-root, else the file $HPSEARCH_CIFAR100 names (as
+    the tests take it), else a fake cifar100.npz, each in the folder the real run's --data-root would be."""
+    if ctx.data_root:
+        return ctx.data_root, f"--data-root {ctx.data_root}"
+    real = os.environ.get("HPSEARCH_CIFAR100")
+    if real:
+        (folder / "cifar100.npz").symlink_to(Path(real).expanduser().resolve())
+        return str(folder), f"HPSEARCH_CIFAR100={real}"
+    fake_cifar100(folder)
+    return str(folder), "fake cifar100.npz (random images, 600 training and 200 test)"
+
+
 def step_search(ctx: Context, seconds: float) -> dict[str, Any]:
     """A real search for the budget's time, then its best trial exported and measured on the test set."""
+    if not ctx.dry_run and not ctx.data_root:
+        return {"status": "skipped", "reason": "needs the real CIFAR-100: pass --data-root DIR "
+                                               "(shared/device/README.md says how to bring it)"}
+    # The search runs in a fresh working directory, as on the device machine: the space and every path absolute.
+    with tempfile.TemporaryDirectory() as cwd:
+        if ctx.dry_run:
+            data_root, data = _dry_data(ctx, Path(cwd))
+            extra = ["--trials", str(DRY_TRIALS), *(arg for item in DRY_SETS for arg in ("--set", item))]
+        else:
+            data_root, data = str(ctx.data_root), f"--data-root {ctx.data_root}"
+            extra = ["--timeout", str(max(10, int(seconds - 60)))]  # start-up, export and the test set in the rest
+        return {"data": data, **_search(ctx, seconds, cwd, data_root, extra)}
+
+
+def _search(ctx: Context, seconds: float, cwd: str, data_root: str, extra: list[str]) -> dict[str, Any]:
     import optuna
 
     from .. import keys
@@ -220,21 +286,13 @@ def step_search(ctx: Context, seconds: float) -> dict[str, Any]:
     from ..study.storage import artifact_dir
     from ..training.checkpoint import load_checkpoint
 
-    if ctx.dry_run:
-        space, extra, limit = _dry_space(ctx), ["--trials", "2"], []
-    elif not ctx.data_root:
-        return {"status": "skipped", "reason": "needs the real CIFAR-100: pass --data-root DIR "
-                                               "(shared/device/README.md says how to bring it)"}
-    else:
-        space, extra = ctx.space, ["--data-root", ctx.data_root]
-        limit = ["--timeout", str(max(10, int(seconds - 60)))]  # start-up, export and the test set in the rest
     url, name = f"sqlite:///{ctx.out / 'search.db'}", "device-check"
-    command = [sys.executable, "-m", "hpsearch.cli", "run", space, "--storage", url, "--study", name, *extra, *limit]
-    with tempfile.TemporaryDirectory() as cwd:
-        began = time.monotonic()
-        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=seconds,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wall = time.monotonic() - began
+    command = [sys.executable, "-m", "hpsearch.cli", "run", ctx.space, "--storage", url, "--study", name,
+               "--data-root", data_root, *extra]
+    began = time.monotonic()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=seconds,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.monotonic() - began
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-3:])
         return {"status": "failed", "reason": f"hpsearch run exited {done.returncode}: {tail}"}
@@ -242,12 +300,13 @@ def step_search(ctx: Context, seconds: float) -> dict[str, Any]:
     best = study.best_trial
     source = artifact_dir(url, name) / str(best.user_attrs[keys.CHECKPOINT])
     exported = export(source, ctx.out / "best.pt2", "exported")
-    scores = score_test_set(load_checkpoint(source), ctx.data_root, ctx.device)
+    scores = score_test_set(load_checkpoint(source), data_root, ctx.device)
     states = {s.name.lower(): n for s in optuna.trial.TrialState
               if (n := sum(1 for t in study.trials if t.state == s))}
-    return {"space": space, "trials": states, "wall_s": round(wall, 1), "best_trial": best.number,
-            "best_val_acc": round(float(best.value or 0.0), 4), "test_top1": round(scores.top1, 4),
-            "test_top5": round(scores.top5, 4), "exported": exported.name}
+    return {"space": ctx.space, **({"set": " ".join(DRY_SETS)} if ctx.dry_run else {}), "trials": states,
+            "wall_s": round(wall, 1), "best_trial": best.number, "best_val_acc": round(float(best.value or 0.0), 4),
+            "test_top1": round(scores.top1, 4), "test_top5": round(scores.top5, 4), "test_images": scores.images,
+            "exported": exported.name}
 
 
 def step_seeds(ctx: Context, seconds: float) -> dict[str, Any]:
@@ -268,7 +327,7 @@ def step_seeds(ctx: Context, seconds: float) -> dict[str, Any]:
     runs = determinism.measure("cnn6", 200 if ctx.dry_run else 10_000, 1, 1 if ctx.dry_run else 2, device)
     off, on = (statistics.median(runs[flag]) for flag in (False, True))
     out["deterministic_img_s"] = {"false": round(off, 1), "true": round(on, 1), "ratio": round(on / off, 3)}
-    table = load_space(Path(__file__).resolve().parents[3] / "spaces" / "seeds" / "cifar100_vgg.yaml")
+    table = load_space(shipped_space("seeds/cifar100_vgg.yaml"))
     n = 200 if ctx.dry_run else 10_000  # training images of the timed epoch; the estimate scales to 45,000
     data_cfg = DataConfig(dataset="synthetic", val_size=50 if ctx.dry_run else 1000,
                           synthetic=SyntheticConfig(size=n + (50 if ctx.dry_run else 1000), test_size=10,

@@ -393,8 +393,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.out:
             raise UsageError("--suite gpu needs --out DIR, the folder for gpu-check.json and gpu-check.md")
         budgets = {k: float(suite.DRY_BUDGET if args.dry_run else v) for k, v in suite.BUDGETS.items()}
-        ctx = suite.Context(Path(args.out), args.dry_run, args.data_root, args.device, "spaces/cifar100.yaml",
-                            budgets)
+        ctx = suite.Context(Path(args.out), args.dry_run, args.data_root, args.device,
+                            str(suite.shipped_space("cifar100.yaml")), budgets)
         record = suite.run_suite(ctx, out=lambda line: print(line, file=sys.stderr, flush=True))
         print(suite.markdown(record), end="")
         return 0 if all(e["status"] in ("ok", "skipped") for e in record["steps"].values()) else 1

@@ -1,4 +1,5 @@
-"""Reading a space file: YAML with lines (yamlfile.py), then every check at once (checker.py) -> a Space."""
+"""Reading a space file: YAML with lines (yamlfile.py), then every check at once (checker.py) -> a Space; where the
+spaces shipped in the checkout's top-level spaces/ folder are (shipped_space)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,25 @@ from .space import Space
 from .yamlfile import Document, Problem, SpaceError, parse
 
 MAX_BYTES = 1_000_000  # a space file's size at most
+SHIPPED = Path(__file__).resolve().parents[3] / "spaces"  # the checkout's spaces/ (<root>/search/hpsearch/space)
+
+
+def shipped_space(name: str) -> Path:
+    """The absolute path of a space shipped with hpsearch, by its name under the checkout's spaces/ folder
+    (`cifar100.yaml`, `bench/fixed-smoke.yaml`), whatever the working directory. The one place the package finds
+    its own spaces (the device check's steps); SpaceError naming the fix when they are not there, as in an install
+    that is not editable (spaces/ is no package data: it stays at the top of the repository)."""
+    path = SHIPPED / name
+    if path.is_file():
+        return path
+    if not SHIPPED.is_dir():
+        why = (f"hpsearch's own spaces are not here: this hpsearch ({Path(__file__).resolve().parents[1]}) runs "
+               f"without its repository, whose top-level spaces/ folder would be {SHIPPED}. Fix: run it from a "
+               "checkout of the repository (pip install -e CHECKOUT, or PYTHONPATH=CHECKOUT/search)")
+    else:
+        known = sorted(str(p.relative_to(SHIPPED)) for p in SHIPPED.rglob("*.yaml"))
+        why = f"no such space shipped with hpsearch; the shipped ones: {', '.join(known)}"
+    raise SpaceError([Problem(str(path), None, "", why)])
 
 
 def load_space(path: str | Path, overrides: Sequence[Override] = (),
