@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import textwrap
 from pathlib import Path
 
@@ -9,6 +11,15 @@ import optuna
 import pytest
 
 from hpsearch import SpaceError, TrialConfig, load_space, suggest
+from hpsearch.space.config import (
+    AugmentConfig,
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
 from hpsearch.space.registry import MODELS, OPTIMIZERS, SCHEDULERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -306,8 +317,20 @@ def test_hash_ignores_the_study_settings_but_not_the_search(tmp_path: Path) -> N
 
 
 def test_trialconfig_round_trips_through_a_dict() -> None:
-    config = TrialConfig()
-    assert TrialConfig.from_dict(config.to_dict()) == config
+    """Every section away from its defaults (the default config would come back from a from_dict that ignored its
+    input), stored as plain JSON as a checkpoint keeps it: each value, tuples and nested sections included, returns."""
+    config = TrialConfig(
+        data=DataConfig(dataset="synthetic", val_size=40, train_limit=200, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
+                        augment=AugmentConfig(crop_padding=2, flip=False, rotation=15.0),
+                        synthetic=SyntheticConfig(size=300, classes=4, seed=3)),
+        train=TrainConfig(epochs=7, batch_size=32, label_smoothing=0.1, grad_clip=1.0, seed=5),
+        model=ModelConfig(widths=(8, 16), kernel_sizes=(5, 3), hidden=(32,), dropout=0.25, init="xavier_uniform"),
+        optimizer=OptimizerConfig(name="adamw", lr=3e-4, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.01),
+        scheduler=SchedulerConfig(name="multistep", milestones=(3, 5), gamma=0.3, warmup_epochs=1.0),
+        metric="val_loss")
+    assert all(getattr(config, f.name) != getattr(TrialConfig(), f.name) for f in dataclasses.fields(TrialConfig))
+    stored = json.loads(json.dumps(config.to_dict()))  # tuples become lists
+    assert TrialConfig.from_dict(stored) == config
     with pytest.raises(ValueError, match="unknown field"):
         TrialConfig.from_dict({"train": {"nope": 1}})
 
