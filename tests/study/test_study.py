@@ -180,11 +180,13 @@ def test_heartbeats_and_retries_follow_the_study_settings(tmp_path: Path) -> Non
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert not is_heartbeat_enabled(open_storage(url))  # readers (report, export) send no heartbeats
-    storage = open_storage(url, load_space(TINY).study)
+    # settings away from their defaults (60 s, no grace period, 3 retries): a storage that ignored them gives those
+    settings = load_space(TINY, ["study.heartbeat_interval=7", "study.grace_period=30", "study.max_retry=5"]).study
+    storage = open_storage(url, settings)
     assert isinstance(storage, optuna.storages.RDBStorage)
-    assert (storage.heartbeat_interval, storage.grace_period) == (60, None)
+    assert (storage.heartbeat_interval, storage.grace_period) == (7, 30)
     callback = storage.get_heartbeat_stale_trial_callback()
-    assert isinstance(callback, Retry) and callback.max_retry == 3
+    assert isinstance(callback, Retry) and callback.max_retry == 5
     off = load_space(TINY, ["study.heartbeat_interval=null"]).study
     assert not is_heartbeat_enabled(open_storage(url, off))
 
