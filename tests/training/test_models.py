@@ -172,16 +172,18 @@ def test_each_initialisation_draws_the_convs_and_hidden_layers_and_spares_the_cl
     cfg = ModelConfig(widths=(16,), blocks_per_stage=1, batchnorm=False, hidden=(32,), init=init)
     torch.manual_seed(0)
     model = build_model(cfg, 10)
-    torch.manual_seed(0)
-    plain = build_model(ModelConfig(widths=(16,), blocks_per_stage=1, batchnorm=False, hidden=(32,),
-                                    init="default"), 10)
+    torch.manual_seed(0)  # the same layers made by torch alone, in the model's order: torch's own default draw
+    torch_conv, torch_hidden, torch_classifier = nn.Conv2d(3, 16, 3, padding=1), nn.Linear(16, 32), nn.Linear(32, 10)
     conv, hidden, classifier = (m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    plain_conv, _, plain_classifier = (m for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    assert torch.equal(classifier.weight, plain_classifier.weight)  # torch's default in every scheme
-    if init == "default":
-        assert torch.equal(conv.weight, plain_conv.weight) and bool(conv.bias.abs().sum() > 0)
+
+    def same(a: nn.Module, b: nn.Module) -> bool:
+        return torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+    assert same(classifier, torch_classifier)  # torch's default in every scheme
+    if init == "default":  # torch's draw everywhere, biases included
+        assert same(conv, torch_conv) and same(hidden, torch_hidden)
     else:
-        assert not torch.equal(conv.weight, plain_conv.weight)
+        assert not torch.equal(conv.weight, torch_conv.weight) and not torch.equal(hidden.weight, torch_hidden.weight)
         assert bool((conv.bias == 0).all()) and bool((hidden.bias == 0).all())
     if init == "kaiming_normal":  # fan_out of a 3x3 conv of 16 channels: std sqrt(2 / (16 * 9))
         assert abs(float(conv.weight.detach().std()) - (2 / (16 * 9)) ** 0.5) < 0.03
