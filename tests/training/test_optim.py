@@ -37,7 +37,8 @@ def test_builders_cover_exactly_the_registries() -> None:
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_every_optimizer_builds_and_steps(name: str) -> None:
     model = nn.Linear(4, 3)
-    cfg = OptimizerConfig(name=name, lr=0.01, weight_decay=1e-4)
+    # every field away from its default, which is torch's own for betas, eps and alpha: ignored, they would pass
+    cfg = OptimizerConfig(name=name, lr=0.01, weight_decay=1e-4, momentum=0.7, betas=(0.8, 0.95), eps=1e-6, alpha=0.9)
     optimizer = build_optimizer(cfg, model.parameters(), CPU)
     before = model.weight.detach().clone()
     model(torch.randn(8, 4)).square().mean().backward()
