@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
 import socket
 import subprocess
@@ -104,8 +105,8 @@ def test_the_storage_view_hides_only_the_records_of_removed_files(tmp_path: Path
         study.tell(trial, value)
     (folder / ids[0]).unlink()  # the best trial's checkpoint fell out of the best k
     best, kept = study.trials
-    view = dashboard.KeptArtifacts(storage, folder)
     study_id = storage.get_study_id_from_name("v")
+    view = dashboard.KeptArtifacts(storage, folder, study_id)
     best_id, kept_id = (storage.get_trial_id_from_study_id_trial_number(study_id, n) for n in (0, 1))
 
     def listed(trial: optuna.trial.FrozenTrial) -> list[str]:
@@ -125,6 +126,80 @@ def test_the_storage_view_hides_only_the_records_of_removed_files(tmp_path: Path
 
     monkeypatch.setattr(compat, "PRIVATE_API", False)
     assert listed(best) == [ids[0]]  # the fallback: the record shown, as plain optuna-dashboard shows it
+
+
+def test_the_storage_view_holds_the_served_study_alone(tmp_path: Path) -> None:
+    """KeptArtifacts on one study of a storage that holds two: the other study, by id or name, and its trials are
+    not found (KeyError, as for an id the storage lacks), for reads and writes alike, and no study is created; the
+    served study reads and writes as before."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'two.db'}")
+    served = optuna.create_study(storage=storage, study_name="served", direction="maximize")
+    other = optuna.create_study(storage=storage, study_name="other", direction="minimize")
+    other.set_user_attr("mine", 1)
+    for study in (served, other):
+        study.enqueue_trial({"x": 0.5})
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+        study.ask()  # a running trial, which may still change
+    served_id, other_id = (storage.get_study_id_from_name(n) for n in ("served", "other"))
+    other_trials = [t._trial_id for t in other.trials]
+    view = dashboard.KeptArtifacts(storage, tmp_path / "artifacts", served_id)
+    assert view.study_name == "served"
+    assert [s.study_name for s in view.get_all_studies()] == ["served"]
+    with pytest.raises(KeyError):
+        view.get_study_id_from_name("other")
+    with pytest.raises(KeyError):
+        optuna.load_study(study_name="other", storage=view)
+    with pytest.raises(KeyError):
+        view.create_new_study([optuna.study.StudyDirection.MINIMIZE], "new")
+    refused: list[tuple[str, tuple[object, ...]]] = [
+        ("get_study_name_from_id", ()), ("get_study_directions", ()), ("get_study_user_attrs", ()),
+        ("get_study_system_attrs", ()), ("get_all_trials", ()), ("get_n_trials", ()), ("get_best_trial", ()),
+        ("set_study_user_attr", ("k", 1)), ("set_study_system_attr", ("k", 1)), ("create_new_trial", ()),
+        ("get_trial_id_from_study_id_trial_number", (0,)), ("delete_study", ())]
+    for method, args in refused:
+        with pytest.raises(KeyError):
+            getattr(view, method)(other_id, *args)
+    refused = [("get_trial", ()), ("get_trial_system_attrs", ()), ("get_trial_user_attrs", ()),
+               ("get_trial_params", ()), ("get_trial_number_from_id", ()), ("set_trial_user_attr", ("k", 1)),
+               ("set_trial_system_attr", ("k", 1)), ("set_trial_intermediate_value", (0, 1.0)),
+               ("set_trial_param", ("y", 0.5, optuna.distributions.FloatDistribution(0, 1))),
+               ("set_trial_state_values", (optuna.trial.TrialState.FAIL,))]
+    for trial_id in (*other_trials, 10_000):  # the other study's trials, and one that is nowhere
+        assert not view.owns_trial(trial_id)
+        for method, args in refused:
+            with pytest.raises(KeyError):
+                getattr(view, method)(trial_id, *args)
+    assert [s.study_name for s in storage.get_all_studies()] == ["served", "other"]  # nothing changed
+    assert [(t.state, t.params, t.user_attrs) for t in storage.get_all_trials(other_id)] == [
+        (t.state, t.params, t.user_attrs) for t in other.trials]
+    assert storage.get_study_user_attrs(other_id) == {"mine": 1}
+
+    seen = optuna.load_study(study_name="served", storage=view)  # the served study: as the backend's
+    assert seen.trials == served.trials and seen.best_value == served.best_value
+    running = seen.trials[-1]._trial_id
+    view.set_trial_user_attr(running, "note", "ok")
+    assert storage.get_trial(running).user_attrs == {"note": "ok"}
+    added = view.create_new_trial(served_id)
+    assert view.owns_trial(added) and view.get_trial(added).number == 2
+    view.delete_study(served_id)
+    assert [s.study_name for s in storage.get_all_studies()] == ["other"] and view.get_all_studies() == []
+
+
+def test_a_search_stores_its_checkpoints_as_octet_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint's record says application/octet-stream, whatever the system's type table guesses for .pt
+    (Debian's says application/vnd.snesdev-page-table), which optuna-dashboard would serve it as."""
+    guess = mimetypes.guess_type
+
+    def snes(url: str, strict: bool = True) -> tuple[str | None, str | None]:
+        return ("application/vnd.snesdev-page-table", None) if str(url).endswith(".pt") else guess(url, strict)
+
+    monkeypatch.setattr(mimetypes, "guess_type", snes)
+    url = f"sqlite:///{tmp_path / 'mime.db'}"
+    assert main(["run", str(TINY), "--storage", url, "--trials", "1"]) == 0
+    trial = optuna.load_study(study_name="tiny", storage=url).trials[0]
+    metas = optuna.artifacts.get_all_artifact_meta(trial, storage=open_storage(url))
+    assert [m.mimetype for m in metas] == ["application/octet-stream"]
+    assert [m.filename for m in metas] == ["trial-0.pt"]
 
 
 def test_hpsearch_dashboard_serves_the_study_and_its_checkpoints(served: str, searched: Searched,

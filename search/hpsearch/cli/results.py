@@ -97,10 +97,11 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
                               "value (the maximum is course notes' optimistic protocol; the final value is ours)")
 
     dashboard = verb("dashboard", "serve optuna-dashboard on the study, with its checkpoints",
-                     "Serve optuna-dashboard on the study's storage with its artifact store, so each kept trial "
-                     "checkpoint is listed and downloadable on its trial's page. Safe to leave open while "
-                     "`hpsearch run` adds trials. Binds loopback unless --host says otherwise, answers only requests "
-                     "addressed to that name, and is read-only unless --allow-edits.", """
+                     "Serve optuna-dashboard on the study alone (no other study of its storage is listed or "
+                     "reachable) with its artifact store, so each kept trial checkpoint is listed and downloadable on "
+                     "its trial's page. Safe to leave open while `hpsearch run` adds trials. Binds loopback unless "
+                     "--host says otherwise, answers only requests addressed to that name, and is read-only unless "
+                     "--allow-edits.", """
                      hpsearch dashboard spaces/smoke.yaml
                      hpsearch dashboard spaces/smoke.yaml --port 8081
                      ssh -L 8080:127.0.0.1:8080 gpu-box   # then, on gpu-box: hpsearch dashboard SPACE""")
