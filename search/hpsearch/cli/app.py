@@ -214,7 +214,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import yaml
 
     from ..space import suggest
-    from ..space.registry import num_classes
+    from ..space.registry import ConfigError, num_classes
     from ..study.samplers import make_sampler
     from ..training.models import build_model, count_parameters
     from ..training.rawdata import class_names
@@ -227,7 +227,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         config = suggest(trial, space)
         classes = num_classes(config)  # None for an image folder: its train/ class folders say
         classes = classes if classes is not None else len(class_names(config.data))
-        n_params = count_parameters(build_model(config.model, classes, config))
+        try:
+            model = build_model(config.model, classes, config)
+        except ConfigError as exc:  # a rule validate leaves to the trial that draws the breaking value
+            drawn = ", ".join(f"{key}={value}" for key, value in trial.params.items())
+            raise UsageError(f"{space.source}: sample {trial.number + 1}: {exc} (drawn: {drawn}); a trial that "
+                             "draws this fails with these words and the search goes on; narrow the searched values "
+                             "to those that work") from None
+        n_params = count_parameters(model)
         print(f"# sample {trial.number + 1}: {n_params:,} parameters")
         shown = config.to_dict() if args.full else trial.params
         print(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False).rstrip() or "{}  # nothing searched")

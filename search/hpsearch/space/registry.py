@@ -1,8 +1,9 @@
 """The component registries: models, optimizers, schedulers, data sets, samplers and pruners, one registry a kind.
 
 An entry holds what everything else reads about a component: its name, the fields of its section it reads, and its
-preconditions (rules on a concrete TrialConfig). The checker refuses a field the entry does not read and a fixed
-value that breaks a rule; the JSON Schema lists the names and fields; the builder applies the same rules before it
+preconditions (rules on a concrete TrialConfig). The checker refuses a field the entry does not read, a fixed
+value that breaks a rule, and a searched range that reaches a breaking value of a rule that says so
+(Rule.across_search); the JSON Schema lists the names and fields; the builder applies the same rules before it
 builds, so a rule is written once. The builders themselves need torch, which this module must not import: the
 training part attaches each one to its entry with the registry's decorator,
 
@@ -30,6 +31,11 @@ class Rule:
     field: str  # the dotted field the problem is blamed on, e.g. "optimizer.momentum"
     needs: tuple[str, ...]  # the dotted fields the check reads: the checker applies it where all are fixed
     check: Callable[[TrialConfig], str | None]
+    # The checker also applies it where some of `needs` are searched, to every value of theirs that matters (each
+    # choice, each value of a short range, the ends of a long one), and refuses a search that reaches a breaking
+    # value. A rule on the shape of the data (the same for every trial) wants it; without it, the trial that draws a
+    # breaking value fails with the rule's words.
+    across_search: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,7 +207,7 @@ def _normalization_fits(config: TrialConfig) -> str | None:
     return None
 
 
-_AUGMENT = Rule("data.augment", ("data.dataset", "data.augment"), _colour_needs_rgb)
+_AUGMENT = Rule("data.augment", ("data.dataset", "data.augment"), _colour_needs_rgb, across_search=True)
 _SPLIT = (Rule("data.val_size", ("data.dataset", "data.val_size", "data.synthetic"), _val_size_fits),
           Rule("data.train_limit", ("data.dataset", "data.val_size", "data.train_limit", "data.synthetic"),
                _train_limit_fits), _AUGMENT,
@@ -256,9 +262,9 @@ MODELS = Registry("model")
 MODELS.add("cnn", ("stages", "blocks_per_stage", "width", "width_growth", "widths", "kernel_size", "kernel_sizes",
                    "pool", "head", "hidden", "activation", "dropout", "spatial_dropout", "batchnorm", "init"),
            rules=(Rule("model.widths", ("model.stages", "model.widths", "model.pool", "data.dataset",
-                                        "data.image_size"), _stages_fit),
+                                        "data.image_size"), _stages_fit, across_search=True),
                   Rule("model.kernel_sizes", ("model.stages", "model.widths", "model.kernel_size",
-                                              "model.kernel_sizes"), _kernels_fit)),
+                                              "model.kernel_sizes"), _kernels_fit, across_search=True)),
            summary="a plain CNN: stages of conv (+BN) + activation blocks, each ending in a 2x2 pool; then a "
                    "classifier, optionally behind hidden fully connected layers")
 MODELS.add("resnet18", ("dropout",), summary="torchvision's ResNet-18 with a CIFAR stem (3x3 conv, no max-pool)")
