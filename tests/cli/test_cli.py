@@ -102,14 +102,16 @@ def test_storage_and_study_flags(workdir: Path) -> None:
 def test_failed_trials_are_recorded_with_a_reason_and_the_study_goes_on(workdir: Path,
                                                                        monkeypatch: pytest.MonkeyPatch,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    import hpsearch.study.objective as objective
+    import hpsearch.study.trials as trials
     from hpsearch.training.train import NonFiniteLoss
 
-    def explode(config, data, on_epoch, **hooks):  # type: ignore[no-untyped-def]
-        on_epoch(1, {"val_acc": 0.1, "val_loss": 2.0, "train_loss": float("nan"), "seconds": 0.1})
-        raise NonFiniteLoss("training loss is nan at epoch 2")
+    def explode(members, data, **options):  # type: ignore[no-untyped-def]
+        for member in members:
+            member.on_epoch(1, {"val_acc": 0.1, "val_loss": 2.0, "train_loss": float("nan"), "seconds": 0.1})
+            member.error = NonFiniteLoss("training loss is nan at epoch 2")
+            member.on_leave(member)
 
-    monkeypatch.setattr(objective, "train", explode)
+    monkeypatch.setattr(trials, "train_group", explode)
     assert main(["run", str(TINY), "--trials", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("FAIL") == 2 and "reason: training loss is nan at epoch 2" in out
@@ -257,3 +259,51 @@ def test_more_argument_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixt
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "error:" in err
+
+
+@pytest.mark.parametrize("resumed", [False, True], ids=["new", "resumed"])
+def test_a_run_opens_its_storage_and_its_study_once(workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    resumed: bool) -> None:
+    """One `hpsearch run` (one worker) opens the storage once and makes one Study object, the one its trials, its
+    summary and its space guard all use."""
+    if resumed:
+        assert main(["run", str(TINY), "--trials", "1"]) == 0
+    opened: list[str] = []
+    storage_init, study_init = optuna.storages.RDBStorage.__init__, optuna.Study.__init__
+
+    def storage(self: object, *args: object, **kwargs: object) -> None:
+        opened.append("storage")
+        storage_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def study(self: object, *args: object, **kwargs: object) -> None:
+        opened.append("study")
+        study_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "__init__", storage)
+    monkeypatch.setattr(optuna.Study, "__init__", study)
+    assert main(["run", str(TINY), "--trials", "2"]) == 0
+    assert opened == ["storage", "study"]
+
+
+def test_a_trial_that_trained_every_epoch_is_never_pruned(workdir: Path) -> None:
+    """A pruner that would stop every trial: asked after epoch 1 of 2, it prunes; a 1-epoch trial has finished by
+    then, and completes."""
+    never = "study.pruner={name: threshold, lower: 2.0}"
+    assert main(["run", str(TINY), "--trials", "1", "--set", never]) == 0
+    assert main(["run", str(TINY), "--trials", "1", "--set", never, "--set", "train.epochs=1",
+                 "--set", "study.name=one-epoch"]) == 0
+    assert study_of(workdir).trials[0].state == optuna.trial.TrialState.PRUNED
+    finished = study_of(workdir, "one-epoch").trials[0]
+    assert finished.state == optuna.trial.TrialState.COMPLETE and CHECKPOINT_ATTR in finished.user_attrs
+
+
+def test_a_finished_grid_runs_nothing_more(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """tiny.yaml's grid of width x optimizer (with sgd's lr fixed): 4 points, each run once, however many trials
+    are asked for, and a rerun adds none."""
+    grid = ["--set", "study.sampler={name: grid}", "--set", "optimizer.choose.sgd.lr=0.05"]
+    assert main(["run", str(TINY), "--trials", "10", *grid]) == 0
+    assert main(["run", str(TINY), "--trials", "10", *grid]) == 0
+    trials = study_of(workdir).trials
+    assert sorted((t.params["model.width"], t.params["optimizer"]) for t in trials) == [
+        (4, "adam"), (4, "sgd"), (8, "adam"), (8, "sgd")]
+    assert "0 new trials" in capsys.readouterr().out

@@ -18,7 +18,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import hpsearch.study.objective as objective_module
+import hpsearch.study.trials as trials_module
 import hpsearch.training.train as train_module
 from hpsearch import load_space
 from hpsearch.cli import main
@@ -67,7 +67,7 @@ def test_out_of_memory_fails_the_trial_frees_its_memory_and_the_next_one_runs(
         workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """An injected torch.OutOfMemoryError in the first trial's second epoch, on the CPU.
 
-    By the time the objective releases memory (gc.collect, then the CUDA cache), the failed trial's model must
+    By the time the trial's life releases memory (gc.collect, then the CUDA cache), the failed trial's model must
     already be unreachable: a traceback still alive at that point would keep every tensor of the trial.
     """
     refs: list[weakref.ref[torch.nn.Module]] = []
@@ -96,7 +96,7 @@ def test_out_of_memory_fails_the_trial_frees_its_memory_and_the_next_one_runs(
             return gc.collect()
 
     monkeypatch.setattr(train_module, "build_model", build)
-    monkeypatch.setattr(objective_module, "gc", Gc)
+    monkeypatch.setattr(trials_module, "gc", Gc)
     assert main(["run", str(TINY), "--trials", "2"]) == 0
     out = capsys.readouterr().out
     first, second = optuna.load_study(study_name="tiny", storage="sqlite:///studies/tiny.db").trials
@@ -324,7 +324,7 @@ def _finishing(number: int) -> Any:
 @pytest.mark.parametrize("fuse", ["1", "2"])
 def test_a_storage_that_fails_as_a_finished_trial_is_told_keeps_its_state_and_the_rerun_finishes_it(
         workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fuse: str) -> None:
-    """The disk fills as trial 1's result is written (after the objective returned, inside Optuna's tell): the
+    """The disk fills as trial 1's result is written (after training ended, inside Optuna's tell): the
     worker stops with one message (exit 1), trial 1 is failed with the reason and queued again, and its running
     state is kept, so the rerun resumes it at its last epoch instead of training it again."""
     failed = _fail_once(monkeypatch, "set_trial_state_values", _finishing(1))
@@ -391,16 +391,16 @@ def test_the_cpu_allocator_running_out_fails_the_trial_like_out_of_memory(workdi
 
 def test_anything_else_a_trial_raises_fails_that_trial_and_the_study_goes_on(
         workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    real_train = objective_module.train
+    real_train = trials_module.train_group
     calls: list[int] = []
 
-    def train(*args: Any, **kwargs: Any) -> Any:
+    def train_group(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) == 1:
             raise IndexError("index 7 is out of bounds for dimension 0 with size 4 (an unforeseen case)")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(objective_module, "train", train)
+    monkeypatch.setattr(trials_module, "train_group", train_group)
     assert main(["run", str(TINY), "--trials", "2"]) == 0
     first, second = _study(workdir).trials
     assert first.state == TrialState.FAIL and second.state == TrialState.COMPLETE

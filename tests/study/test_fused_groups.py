@@ -16,13 +16,12 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
+from runs import run_trials
 
 from hpsearch import keys, load_space
 from hpsearch.cli import main
 from hpsearch.results import dashboard
 from hpsearch.space import Space
-from hpsearch.study.fused import Groups
-from hpsearch.study.objective import Objective
 from hpsearch.study.storage import running_dir
 from hpsearch.study.worker import Worker
 
@@ -33,22 +32,11 @@ def tiny(*overrides: str) -> Space:
     return load_space(TINY, ["study.resume_interval=0", *overrides])
 
 
-def counter(total: int) -> Any:
-    left = [total]
-
-    def claim() -> bool:
-        left[0] -= 1
-        return left[0] >= 0
-
-    return claim
-
-
 def run_groups(space: Space, url: str, k: int, trials: int, on_epoch: Any = None,
                worker: Worker | None = None) -> tuple[optuna.Study, list[str]]:
     worker = worker or Worker.open(space, url)
     lines: list[str] = []
-    Groups(Objective(worker, on_epoch), k, counter(trials), lambda s, t: lines.append(f"{t.number} {t.state.name}"),
-           ).run()
+    run_trials(worker, trials, fuse=k, progress=on_epoch, lines=lines)
     return worker.study, lines
 
 
@@ -199,6 +187,7 @@ def test_a_grid_runs_every_point_once_in_groups(tmp_path: Path) -> None:
     study, _ = run_groups(load_space(path), f"sqlite:///{tmp_path / 'g.db'}", k=3, trials=20)
     points = sorted((t.params["cases.net"], t.params["cases.recipe"]) for t in study.trials)
     assert points == sorted((n, r) for n in ("small", "big") for r in ("adam", "sgd", "fast"))
+    assert sorted(len(g) for g in by_group(study).values()) == [3, 3]  # one group per net, each whole
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     for members in by_group(study).values():
         assert len({t.params["cases.net"] for t in members}) == 1

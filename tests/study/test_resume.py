@@ -1,4 +1,4 @@
-"""resume.py and the objective's crash safety, in one process: retries, running checkpoints, resuming a trial.
+"""resume.py and a trial's crash safety, in one process: retries, running checkpoints, resuming a trial.
 
 The same paths with real processes and real signals are in test_workers.py.
 """
@@ -12,11 +12,11 @@ import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from runs import run_trials
 
 from hpsearch import load_space
 from hpsearch.space import Space
 from hpsearch.study import resume
-from hpsearch.study.objective import Objective, TrialFailed
 from hpsearch.study.storage import running_dir
 from hpsearch.study.studies import create_or_resume
 from hpsearch.study.worker import Worker
@@ -44,9 +44,13 @@ def stop_at(epoch: int, signal_name: str = "SIGTERM"):  # type: ignore[no-untype
     return hook
 
 
-def objective(space: Space, url: str, on_epoch: Any = None, checkpoints: bool = False) -> Objective:
-    """The objective of a worker on the study at url (its running folder on; best-k checkpoints when asked)."""
-    return Objective(Worker.open(space, url), on_epoch, keep_checkpoints=checkpoints)
+def run_one(space: Space, url: str, on_epoch: Any = None, checkpoints: bool = False,
+            pruner: optuna.pruners.BasePruner | None = None) -> None:
+    """One trial by a worker on the study at url (its running folder on; best-k checkpoints when asked)."""
+    worker = Worker.open(space, url)
+    if pruner is not None:
+        worker.study.pruner = pruner
+    run_trials(worker, 1, progress=on_epoch, keep_checkpoints=checkpoints)
 
 
 def stopped_study(space: Space, tmp_path: Path, epoch: int = 3) -> tuple[optuna.Study, str, Path]:
@@ -55,7 +59,7 @@ def stopped_study(space: Space, tmp_path: Path, epoch: int = 3) -> tuple[optuna.
     study = create_or_resume(space, url)
     running = running_dir(url, "tiny")
     with pytest.raises(KeyboardInterrupt):
-        study.optimize(objective(space, url, stop_at(epoch), checkpoints=True), n_trials=1, catch=(TrialFailed,))
+        run_one(space, url, stop_at(epoch), checkpoints=True)
     return study, url, running
 
 
@@ -71,7 +75,7 @@ def test_the_running_state_is_written_once_per_resume_interval(space: Space, tmp
     default = load_space(TINY, [f"train.epochs={EPOCHS}"])
     study, url, running = stopped_study(default, tmp_path / "default", epoch=3)
     assert writes == [] and not list(running.glob("*"))
-    study.optimize(objective(default, url), n_trials=1, catch=(TrialFailed,))
+    run_one(default, url)
     retry = study.trials[1]
     assert retry.state == TrialState.COMPLETE and "resumed_from" not in retry.user_attrs
     assert retry.user_attrs["epochs_trained"] == EPOCHS  # nothing saved: the rerun trained every epoch
@@ -94,8 +98,7 @@ def test_the_rerun_resumes_after_the_last_saved_epoch_and_reports_the_earlier_on
     study, url, running = stopped_study(space, tmp_path, epoch=3)
     stopped = study.trials[0]
     epochs: list[int] = []
-    on_epoch = objective(space, url, lambda trial, epoch, metrics: epochs.append(epoch), checkpoints=True)
-    study.optimize(on_epoch, n_trials=1, catch=(TrialFailed,), callbacks=[on_epoch.told])
+    run_one(space, url, lambda trial, epoch, metrics: epochs.append(epoch), checkpoints=True)
     retry = study.trials[1]
     assert retry.state == TrialState.COMPLETE and retry.params == stopped.params
     assert epochs == [3, 4]  # epochs 1 and 2 came from the running checkpoint
@@ -108,10 +111,8 @@ def test_the_rerun_resumes_after_the_last_saved_epoch_and_reports_the_earlier_on
 
 def test_re_reported_epochs_are_judged_by_the_pruner(space: Space, tmp_path: Path) -> None:
     study, url, running = stopped_study(space, tmp_path, epoch=3)
-    strict = optuna.load_study(study_name="tiny", storage=url, pruner=optuna.pruners.ThresholdPruner(lower=2.0))
-    resumed = objective(space, url)
-    strict.optimize(resumed, n_trials=1, catch=(TrialFailed,), callbacks=[resumed.told])
-    retry = strict.trials[1]
+    run_one(space, url, pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    retry = study.trials[1]
     assert retry.state == TrialState.PRUNED and retry.user_attrs["epochs_trained"] == 0
     assert not list(running.glob("*"))
 
@@ -119,7 +120,7 @@ def test_re_reported_epochs_are_judged_by_the_pruner(space: Space, tmp_path: Pat
 def test_an_unreadable_running_checkpoint_means_training_from_the_start(space: Space, tmp_path: Path) -> None:
     study, url, running = stopped_study(space, tmp_path, epoch=3)
     (running / "trial-0.pt").write_bytes(b"not a checkpoint")
-    study.optimize(objective(space, url), n_trials=1, catch=(TrialFailed,))
+    run_one(space, url)
     retry = study.trials[1]
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["epochs_trained"] == EPOCHS
     assert "cannot read checkpoint" in retry.user_attrs["resume_error"]
@@ -131,7 +132,7 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(space: Space, tmp_
     payload = checkpoint.read(running / "trial-0.pt")
     payload["config"]["model"]["width"] += 1
     checkpoint.save(payload, running / "trial-0.pt")
-    study.optimize(objective(space, url), n_trials=1, catch=(TrialFailed,))
+    run_one(space, url)
     assert "not the running checkpoint of this configuration" in study.trials[1].user_attrs["resume_error"]
     assert study.trials[1].user_attrs["epochs_trained"] == EPOCHS
 

@@ -242,3 +242,44 @@ def test_plain_concurrent_runs_draw_distinct_trials(tmp_path: Path) -> None:
         assert p.returncode == 0, err
     drawn = [tuple(sorted(t.params.items())) for t in trials(url, study)]
     assert len(drawn) == 9 and len(set(drawn)) == 9, drawn
+
+
+def test_a_fused_group_killed_after_its_first_epoch_resumes_each_member_on_the_next_run(tmp_path: Path) -> None:
+    """SIGKILL of a `--fuse 3` run once every member has saved its first epoch: the next run (once the heartbeats
+    are stale) fails the three trials, retries each, and each retry resumes from its own member's running state.
+    The study then holds the same completed trials, with the same values, as an uninterrupted run."""
+    fixed = ("--fuse", "3", "--set", "model.dropout=0", "--set", "train.epochs=12")
+    whole = f"sqlite:///{tmp_path / 'whole.db'}"
+    baseline = start(CRASH, whole, "whole", tmp_path, 3, 0, *fixed)
+    assert baseline.wait(timeout=300) == 0, output(baseline)
+    output(baseline)
+    url, study = f"sqlite:///{tmp_path / 'killed.db'}", "killed"
+    victim = start(CRASH, url, study, tmp_path, 3, 0, *fixed)
+
+    def every_member_saved() -> bool:
+        running = [t for t in trials(url, study) if t.state == TrialState.RUNNING]
+        return len(running) == 3 and all(running_file(tmp_path, url, study, t.number).is_file() for t in running)
+
+    wait_for("every member's first saved epoch", every_member_saved, [victim])
+    os.kill(victim.pid, signal.SIGKILL)
+    output(victim)
+    killed = trials(url, study)
+    assert [t.state for t in killed] == [TrialState.RUNNING] * 3
+    assert all(t.user_attrs["fused"] == 3 for t in killed)
+    time.sleep(load_space(CRASH).study.grace_period + 1)  # their heartbeats go stale
+    rerun = start(CRASH, url, study, tmp_path, 3, 0, *fixed)
+    log = output(rerun)
+    assert rerun.returncode == 0 and "Traceback" not in log, log
+    found = trials(url, study)
+    retries = [t for t in found if "retry_of" in t.user_attrs]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == [0, 1, 2]
+    for retry in retries:
+        assert retry.state == TrialState.COMPLETE
+        assert retry.user_attrs["resumed_from"] == retry.user_attrs["retry_of"]  # its own member's state
+        assert retry.user_attrs["resumed_epoch"] >= 1
+        assert retry.user_attrs["epochs_trained"] == 12 - retry.user_attrs["resumed_epoch"]
+    complete = sorted((tuple(sorted(t.params.items())), t.value) for t in found if t.state == TrialState.COMPLETE)
+    expected = sorted((tuple(sorted(t.params.items())), t.value) for t in trials(whole, "whole"))
+    assert [p for p, _ in complete] == [p for p, _ in expected]
+    assert [v for _, v in complete] == pytest.approx([v for _, v in expected], abs=1e-6)
+    assert figures(found)["lost"] == 0 and not running_files(tmp_path, url, study)

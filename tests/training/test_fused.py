@@ -21,9 +21,9 @@ from hpsearch.space.config import (
 )
 from hpsearch.space.registry import ConfigError
 from hpsearch.training.data import prepare
-from hpsearch.training.fused import MODES, FusionError, Member, default_mode, fuse, member_losses, train_group
+from hpsearch.training.fused import MODES, FusionError, default_mode, fuse, member_losses
 from hpsearch.training.models import build_model
-from hpsearch.training.train import NonFiniteLoss, TrainResult, train
+from hpsearch.training.train import Member, NonFiniteLoss, TrainResult, train, train_group
 
 SMALL_CNN = ModelConfig(name="cnn", stages=2, blocks_per_stage=1, width=8)
 
@@ -92,7 +92,7 @@ def test_resnet_members_match_the_same_configurations_trained_alone() -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_mlp_members_with_their_own_dropout_train_from_the_same_start(mode: str) -> None:
     mlp = ModelConfig(name="mlp", hidden=())  # its first layer is a dropout: every member gets its own copy
-    configs = [config(mlp, lr=0.05, epochs=2), config(mlp, lr=0.01, epochs=2, dropout=0.3)]
+    configs = [config(mlp, lr=0.05, epochs=2), config(mlp, lr=0.05, epochs=2, dropout=0.3)]  # dropout alone differs
     data = prepare(configs[0].data, "cpu")
     alone = train(configs[0], data)
     members = [Member(c) for c in configs]
@@ -218,7 +218,8 @@ def test_member_losses_are_torchs_cross_entropy_with_each_members_smoothing() ->
 
 
 def test_a_gpu_fuses_and_the_cpu_trains_members_in_turn() -> None:
-    assert default_mode(torch.device("cuda")) == "grouped" and default_mode(torch.device("cpu")) == "sequential"
+    assert default_mode(torch.device("cuda"), 2) == "grouped" and default_mode(torch.device("cpu"), 2) == "sequential"
+    assert default_mode(torch.device("cuda"), 1) == "sequential"  # a trial alone takes its own step everywhere
     with pytest.raises(ValueError, match="mode 'vmap'"):
         train_group([Member(config())], prepare(config().data, "cpu"), mode="vmap")
 

@@ -27,7 +27,8 @@ from hpsearch.training.data import prepare
 from hpsearch.training.device import autocast_dtype, resolve_device
 from hpsearch.training.evaluate import evaluate
 from hpsearch.training.models import build_model, count_parameters
-from hpsearch.training.train import NonFiniteLoss, ResumeError, train
+from hpsearch.training.step import ResumeError
+from hpsearch.training.train import NonFiniteLoss, train
 
 CPU = torch.device("cpu")
 METRIC_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
@@ -168,7 +169,7 @@ def test_a_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
 
 def test_a_run_with_dropout_repeats_whether_or_not_its_flops_were_counted_before() -> None:
     """Counting FLOPs builds a throwaway model once per architecture; it must not move the trial's RNG."""
-    from hpsearch.training.train import _count_flops
+    from hpsearch.training.step import _count_flops
 
     config = tiny(epochs=1, size=200, model=ModelConfig(width=8, stages=2, blocks_per_stage=1, dropout=0.5))
     _count_flops.cache_clear()
@@ -178,7 +179,7 @@ def test_a_run_with_dropout_repeats_whether_or_not_its_flops_were_counted_before
 
 def test_flops_are_counted_once_per_architecture_whatever_the_dropout() -> None:
     """Dropout is searched as a float: keyed on it, every trial would count its model's FLOPs again."""
-    from hpsearch.training.train import _count_flops, train_flops_per_image
+    from hpsearch.training.step import _count_flops, train_flops_per_image
 
     _count_flops.cache_clear()
     counts = {train_flops_per_image(ModelConfig(width=8, stages=2, blocks_per_stage=1, dropout=p), 10)
@@ -191,9 +192,22 @@ def test_flops_are_counted_once_per_architecture_whatever_the_dropout() -> None:
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_every_precision_trains(precision: str) -> None:
+    """Each precision trains, and its convolutions compute in that precision (auto: fp32 on the CPU)."""
     train_cfg = dataclasses.replace(tiny().train, epochs=1, precision=precision, grad_clip=1.0)
-    result = train(tiny(train=train_cfg, size=200))
+    seen: set[torch.dtype] = set()
+
+    def conv_output(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(module, torch.nn.Conv2d) and module.training:
+            seen.add(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(conv_output)
+    try:
+        result = train(tiny(train=train_cfg, size=200))
+    finally:
+        hook.remove()
     assert np.isfinite(result.history[0]["train_loss"])
+    expected = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    assert seen == {expected}
 
 
 def test_precision_and_device_resolution() -> None:
@@ -249,7 +263,7 @@ def test_the_channels_last_step_of_the_gpu_runs_on_the_cpu_and_agrees() -> None:
     """Trials use channels_last on CUDA only; the same Step with the model and batches in channels_last runs here,
     and its loss and update agree with the contiguous layout's (the layout changes no arithmetic that matters)."""
     from hpsearch.training.optim import build_optimizer, build_scheduler
-    from hpsearch.training.train import Step
+    from hpsearch.training.step import Step
 
     config = tiny()
     losses, weights = [], []

@@ -32,7 +32,7 @@ from ..training.device import resolve_device
 from ..training.models import build_model
 from ..training.optim import build_optimizer, build_scheduler
 from ..training.rawdata import RawData, load_arrays
-from ..training.train import Step, train_flops_per_image
+from ..training.step import Step, train_flops_per_image
 
 # The models of the speed issue: the 6-layer CNN of the course experiments, and ResNet-18.
 MODELS = {
@@ -307,17 +307,17 @@ def replay(space: str, url: str, curves: list[list[tuple[int, float]]]) -> float
                                 direction=optuna.study.StudyDirection[loaded.study.direction.upper()],
                                 sampler=make_sampler(loaded), pruner=make_pruner(loaded))
 
-    def objective(trial: optuna.Trial) -> float:
+    started = time.perf_counter()
+    for curve in curves:  # the ask-and-tell loop of Optuna's own examples
+        trial = study.ask()
         suggest(trial, loaded)
-        value = float("nan")
-        for step, value in curves[trial.number]:
+        value, state = float("nan"), optuna.trial.TrialState.COMPLETE
+        for step, value in curve:
             trial.report(value, step)
             if trial.should_prune():
-                raise optuna.TrialPruned()
-        return value
-
-    started = time.perf_counter()
-    study.optimize(objective, n_trials=len(curves))
+                state = optuna.trial.TrialState.PRUNED
+                break
+        study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
     return (time.perf_counter() - started) / len(curves) if curves else float("nan")
 
 

@@ -30,8 +30,8 @@ from ..space.config import DataConfig, OptimizerConfig, SyntheticConfig, TrainCo
 from ..space.load import shipped_space
 from ..training.data import DeviceData, prepare
 from ..training.device import resolve_device
-from ..training.fused import MODES, Member, default_mode, train_group
-from ..training.train import train
+from ..training.fused import MODES, default_mode
+from ..training.train import Member, train, train_group
 from .bench import MODELS
 
 NETS = {net: MODELS[net] for net in ("smoke", "cnn6")}
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"fused trials on {where} (torch {torch.__version__}), median of {args.repeats}\n")
     print(f"train images/s, all members together: {args.images} images x {args.epochs} epochs, batch {args.batch}\n")
-    print(f"(this device's default mode: {default_mode(device)})\n")
+    print(f"(this device's default mode: {default_mode(device, 2)} for K > 1)\n")
     print("| net | K | separate img/s | grouped img/s | sequential img/s | grouped / separate | sequential / separate "
           "|\n|---|---|---|---|---|---|---|")
     for net in filter(None, args.nets.split(",")):

@@ -1,5 +1,5 @@
-"""The `hpsearch` command: the parser, `main`, and the verbs run, validate, sample and bench; the results verbs
-(report, export, ...) are in results.py.
+"""The `hpsearch` command: the parser, `main`, and the verbs validate, sample and bench; `run` is in run.py, the
+results verbs (report, export, ...) in results.py.
 
 Bad input of any kind is an HpsearchError, which `main` turns into one message on stderr and its exit status
 (errors.report, the same place every worker uses), never a traceback.
@@ -8,30 +8,25 @@ Bad input of any kind is an HpsearchError, which `main` turns into one message o
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import os
-import shlex
 import signal
 import sys
 import textwrap
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import __version__, keys
+from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HpsearchError, interruption, report
 from . import results as cli_results
-from .locate import UsageError, study_name
+from .locate import UsageError, load_args, study_name
 from .results import positive_int
+from .run import cmd_run
 
 if TYPE_CHECKING:
-    import optuna
 
-    from ..space import Space
-    from ..study.worker import Worker
+    pass
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -178,17 +173,6 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 # Verbs
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from ..study.samplers import load_space
-
-    overrides: list[Any] = list(args.overrides)
-    if getattr(args, "data_root", None):
-        overrides.append((f"data.root={json.dumps(args.data_root)}", f"--data-root {args.data_root}"))
-    if getattr(args, "fuse", None):
-        overrides.append((f"study.fuse={args.fuse}", f"--fuse {args.fuse}"))
-    return load_space(args.space, overrides)
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     from ..space import SpaceError
     from ..study.samplers import load_space
@@ -219,11 +203,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..training.models import build_model, count_parameters
     from ..training.rawdata import class_names
 
-    space = _load(args)
+    space = load_args(args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failure reaches main as itself, not as Optuna's log too
     study = optuna.create_study(direction=space.study.direction, sampler=make_sampler(space))
 
-    def show(trial: optuna.Trial) -> float:
+    grid = isinstance(study.sampler, optuna.samplers.GridSampler)
+    for _ in range(args.n):
+        if grid and study.sampler.is_exhausted(study):  # type: ignore[union-attr]
+            break  # every combination of the grid was drawn (fewer than -n)
+        trial = study.ask()
         config = suggest(trial, space)
         classes = num_classes(config)  # None for an image folder: its train/ class folders say
         classes = classes if classes is not None else len(class_names(config.data))
@@ -238,156 +226,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"# sample {trial.number + 1}: {n_params:,} parameters")
         shown = config.to_dict() if args.full else trial.params
         print(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False).rstrip() or "{}  # nothing searched")
-        raise optuna.TrialPruned  # told as pruned: keeps the sampler's state moving, and adds nothing to learn from
-
-    # Inside optimize, a grid sampler may stop the study once every combination is drawn (fewer than --n).
-    study.optimize(show, n_trials=args.n)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # keeps the sampler moving, adds nothing to learn
     return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from ..study.runner import Plan, run, startup
-    from ..study.storage import artifact_dir
-
-    run_id = uuid.uuid4().hex  # on every trial this command starts (keys.RUN): the summary counts those
-    args.workers = _worker_count(args)
-    try:
-        with startup():  # no garbage collection while torch, the data and the study load (see runner.startup)
-            space, url, gpus, study, worker = _open_run(args, run_id)
-        name = study.study_name
-        trials = args.trials
-        if trials is None and not space.params():  # every trial would be the same one
-            trials = 1
-            print("hpsearch: the space searches nothing: running 1 trial (--trials N repeats it)", file=sys.stderr)
-        code = run(Plan(space, url, name, trials, args.timeout, args.workers, gpus, run_id, space.study.fuse), worker)
-        _summary(study, space, args, url, run_id, artifact_dir(url, name))  # study.trials reads the storage anew
-    finally:
-        gc.unfreeze()  # what start-up froze: collected again once the command ends
-    return code
-
-
-def _open_run(args: argparse.Namespace,
-              run_id: str) -> tuple[Space, str, tuple[str, ...], optuna.Study, Worker | None]:
-    """The space, storage URL, GPUs and study of `hpsearch run`, with the data checked; for one worker, that
-    worker's resources (its data loaded, its study: the one the summary reads). A changed space is refused before
-    the data loads, and missing data before a study is created."""
-    import optuna
-
-    from ..study.runner import prestart
-    from ..study.storage import open_if_exists, open_storage, redact, storage_url
-    from ..study.studies import check_resumable, create_or_resume
-
-    space = _load(args)
-    prestart(args.workers)  # the workers' imports go on beside the data check below
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
-    url = storage_url(space, args.storage)
-    gpus = _check_gpus(args.gpus)
-    storage = open_if_exists(url, space.study)  # a bad URL or an unreachable server is said before anything loads,
-    if storage is not None:
-        check_resumable(space, url, args.study, storage)  # and so is a changed space
-    print(f"hpsearch: loading {space.fixed_data().dataset} ...", file=sys.stderr)
-    worker = None
-    if args.workers == 1:
-        from ..study.worker import Worker
-
-        worker = Worker.open(space, url, args.study, storage=storage, run=run_id)
-        study = worker.study
-    else:
-        from ..training.rawdata import check
-
-        check(space.fixed_data())  # each worker loads its own copy; check here (without torch) that there is one
-        study = create_or_resume(space, url, args.study, storage=storage or open_storage(url, space.study),
-                                 run=run_id)
-    before = len(study.trials)
-    workers = f"; {args.workers} workers" if args.workers > 1 else ""
-    print(f"hpsearch: study {study.study_name!r} in {redact(url)} ({before} trials so far){workers}",
-          file=sys.stderr)
-    return space, url, gpus, study, worker
-
-
-MAX_WORKERS_PER_CORE = 4  # more worker processes than this per core (or per GPU) only contend for it
-
-
-def _worker_count(args: argparse.Namespace) -> int:
-    """--workers as it will run: never more processes than trials, and not so many that they only contend."""
-    limit = MAX_WORKERS_PER_CORE * max(os.cpu_count() or 1, len((args.gpus or "").split(",")))
-    if args.workers > limit:
-        raise UsageError(f"--workers {args.workers}: more than {limit} worker processes on this machine "
-                         f"({os.cpu_count()} cores) would only wait for each other and for the study's storage; "
-                         f"use at most {limit} here, or start workers on more machines (README: Scaling out)")
-    if args.trials is not None and args.workers > args.trials:
-        print(f"hpsearch: --workers {args.workers} for --trials {args.trials}: starting {args.trials} "
-              f"worker{'s' if args.trials != 1 else ''}", file=sys.stderr)
-        return int(args.trials)
-    return int(args.workers)
-
-
-def _check_gpus(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return ()
-    import torch
-
-    ids = tuple(t.strip() for t in text.split(","))
-    available = torch.cuda.device_count()
-    bad = [i for i in ids if not i.isdigit() or int(i) >= available]
-    if bad and not available:
-        raise UsageError(f"--gpus {text}: no CUDA device {', '.join(bad)} here (devices: none: torch sees no GPU "
-                         "on this machine); drop --gpus to train on the CPU")
-    if bad:
-        raise UsageError(f"--gpus {text}: no CUDA device {', '.join(bad)} here (devices: "
-                         f"{', '.join(map(str, range(available)))}); give ids among them, like 0,1")
-    return ids
-
-
-def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, run_id: str, artifacts: Any) -> None:
-    import optuna
-
-    from ..study.storage import redact
-
-    everything = study.trials
-    trials = [t for t in everything if t.user_attrs.get(keys.RUN) == run_id]  # what this command started
-    states = {s.name: sum(1 for t in trials if t.state == s) for s in optuna.trial.TrialState}
-    counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items() if n)
-    print(f"\n{len(trials)} new trial{'s' if len(trials) != 1 else ''} ({counts or 'none'}); {len(everything)} in "
-          "the study")
-    try:
-        best = study.best_trial
-    except ValueError:
-        print("no completed trial yet")
-        return
-    print(f"best: trial {best.number}, {space.study.metric}={best.value:.4f} "
-          f"(epoch {best.user_attrs.get(keys.BEST_EPOCH, '?')})")
-    for key, value in best.params.items():
-        print(f"  {key}: {value}")
-    for line in next_steps(args, redact(url), study.study_name, str(artifacts)):
-        print(line)
-
-
-def next_steps(args: argparse.Namespace, url: str, study_name: str, artifacts: str) -> list[str]:
-    """The `next:` lines after a run, each a command that works when pasted: shell-quoted, and carrying what the
-    user typed (--set, --data-root, --study, --storage, --workers, --gpus). The results verbs name the study by
-    --storage and --study unless the space file alone names the same one."""
-    q = shlex.quote
-    by_file = not args.storage and not args.study and not any(o.startswith("study.") for o in args.overrides)
-    where = q(args.space) if by_file else f"--storage {q(url)} --study {q(study_name)}"
-    again = [q(args.space), *(f"--set {q(o)}" for o in args.overrides)]
-    if args.data_root:
-        again.append(f"--data-root {q(args.data_root)}")
-    if args.study:
-        again.append(f"--study {q(args.study)}")
-    if args.storage:
-        again.append(f"--storage {q(url)}")
-    if args.workers > 1:
-        again.append(f"--workers {args.workers}")
-    if args.gpus:
-        again.append(f"--gpus {q(args.gpus)}")
-    if getattr(args, "fuse", None):
-        again.append(f"--fuse {args.fuse}")
-    return ["", "next:",
-            f"  hpsearch report {where} --plots plots   # the best trials, a summary, plots",
-            f"  hpsearch export {where} --out best.pt   # the best trial's checkpoint, for evaluate",
-            f"  optuna-dashboard {q(url)} --artifact-dir {q(artifacts)}",
-            f"  hpsearch run {' '.join(again)} --trials 20   # add trials"]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -1,12 +1,14 @@
-"""From a command line to a study, one of its trials, and that trial's checkpoint file: the shared helper of every verb
-that reads a study (SPACE, or --storage URL --study NAME). Failures raise errors that main reports in one line.
+"""From a command line to a space, a study, one of its trials, and that trial's checkpoint file: the shared helper of
+every verb that takes SPACE or reads a study (SPACE, or --storage URL --study NAME). Failures raise errors that main
+reports in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import keys
 from ..errors import HpsearchError
@@ -138,3 +140,15 @@ def checkpoint_file(study: optuna.Study, url: str, trial: FrozenTrial) -> Path:
         raise CheckpointError(f"trial {trial.number}'s checkpoint {path} was removed: better trials pushed it out of "
                               f"the best study.keep_checkpoints (or the file was deleted); {have}\n{fix}")
     return path
+
+
+def load_args(args: argparse.Namespace) -> Any:
+    """The space of a verb that takes SPACE, with its --set, --data-root and --fuse applied (checked whole)."""
+    from ..study.samplers import load_space
+
+    overrides: list[Any] = list(args.overrides)
+    if getattr(args, "data_root", None):
+        overrides.append((f"data.root={json.dumps(args.data_root)}", f"--data-root {args.data_root}"))
+    if getattr(args, "fuse", None):
+        overrides.append((f"study.fuse={args.fuse}", f"--fuse {args.fuse}"))
+    return load_space(args.space, overrides)

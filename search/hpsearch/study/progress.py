@@ -22,7 +22,7 @@ class Progress:
         self.bar_trial: int | None = None
 
     def epoch(self, trial: optuna.Trial, epoch: int, metrics: dict[str, float]) -> None:
-        """Called by the objective after every epoch of the running trial."""
+        """Called after every epoch of the trial shown (study/trials.py)."""
         if not self.bars:
             return
         if self.bar_trial != trial.number:

@@ -1,8 +1,8 @@
 """Crash-safe trials: each running trial keeps its last epoch's state on disk, and a trial cut short is retried.
 
 A trial is cut short when its worker dies (SIGKILL, a lost machine: its heartbeats stop and the next live worker
-fails it, see storage.open_storage) or is stopped (SIGTERM, Ctrl-C: the objective fails it with the reason). Either
-way `Retry` enqueues a copy with the same parameters, marked the way Optuna's RetryHeartbeatStaleTrialCallback
+fails it, see storage.open_storage) or is stopped (SIGTERM, Ctrl-C: study/trials.py fails it with the reason).
+Either way `Retry` enqueues a copy with the same parameters, marked the way Optuna's RetryHeartbeatStaleTrialCallback
 marks it (system attrs `failed_trial`, `retry_history`), and the worker that runs the copy resumes from the newest
 running checkpoint of the trials it retries, so finished epochs are not trained again.
 
@@ -38,7 +38,7 @@ def history(system_attrs: dict[str, Any]) -> list[int]:
 class Retry:
     """Enqueue a rerun of a cut-short trial with the same parameters, at most `max_retry` times per original.
 
-    Used as the storage's heartbeat-stale-trial callback (a dead worker) and by the objective when its worker is
+    Used as the storage's heartbeat-stale-trial callback (a dead worker) and by the trial life cycle when its worker is
     stopped. Like Optuna's RetryHeartbeatStaleTrialCallback, but the copy does not inherit the failed run's user
     attrs (its fail reason, epochs), it says why it exists (keys.RETRY_OF, keys.RETRY_REASON), and a trial is never
     retried twice.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EXIT_INTERRUPTED, interruption, report
+from ..errors import EXIT_INTERRUPTED, HpsearchError, interruption, report
 from ..space import Space
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class Plan:
 
 # What every worker imports: torch, Optuna, SQLAlchemy; the first pauses garbage collection for the imports (see
 # startup), which the workers turn back on.
-PRELOAD = ["hpsearch.study.preload", "hpsearch.study.objective", "hpsearch.study.progress"]
+PRELOAD = ["hpsearch.study.preload", "hpsearch.study.trials", "hpsearch.study.progress"]
 
 
 def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
@@ -198,53 +198,33 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
     with startup():
         import optuna
 
-        from .fused import Groups
-        from .objective import Objective, TrialFailed
         from .progress import Progress
+        from .trials import Trials
         from .worker import Worker
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
         if worker is None:
             worker = Worker.open(plan.space, plan.url, plan.study_name, process=index, run=plan.run)
-        study = worker.study
         tag = f"[w{index}] " if plan.workers > 1 else ""
         if plan.workers > 1:
-            print(f"hpsearch: {tag}study {study.study_name!r} ready on {worker.device} in "
+            print(f"hpsearch: {tag}study {worker.study.study_name!r} ready on {worker.device} in "
                   f"{time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
         progress = Progress(plan.space, bars=progress_bars, prefix=tag)
-        objective = Objective(worker, on_epoch=progress.epoch, run=plan.run)
+        deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
+        trials = Trials(worker, fuse=plan.fuse, claim=_claimer(slots, plan.trials, local=slots is None),
+                        deadline=deadline, progress=progress.epoch, finished=progress.finished, run=plan.run)
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if plan.fuse > 1:  # groups of trials: asked and told by Groups, each claimed from the run's count
-            deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
-            Groups(objective, plan.fuse, _claimer(slots, plan.trials, local=slots is None), progress.finished,
-                   deadline).run()
-        elif slots is None and plan.workers == 1:
-            study.optimize(objective, n_trials=plan.trials, timeout=plan.timeout, catch=(TrialFailed,),
-                           callbacks=[objective.told, progress.finished])
-        else:
-            claim = _claimer(slots, plan.trials)
-            deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
-            while claim():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                study.optimize(objective, n_trials=1, timeout=left, catch=(TrialFailed,),
-                               callbacks=[objective.told, progress.finished])
-                if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
-                    break  # every point of the grid has run (optimize would have stopped the study)
+        trials.run()
     except KeyboardInterrupt as exc:
         progress.close()
-        print(f"\nhpsearch: {tag}interrupted ({interruption(exc)}); the running trial is recorded as failed, "
+        print(f"\nhpsearch: {tag}interrupted ({interruption(exc)}); the running trials are recorded as failed, "
               "the study is intact. Rerun the same command to continue (a stopped trial is retried from its "
-              "last epoch).", file=sys.stderr, flush=True)
+              "last saved epoch).", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # the storage failing outside a trial's own code (asking, telling) stops the worker
-        fault = objective.storage_fault(exc)
-        if fault is None:
-            raise
+    except HpsearchError:
         progress.close()
-        raise fault from None
+        raise
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -93,6 +93,16 @@ def _plain(annotation: Any) -> bool:
     return set(re.findall(r"[A-Za-z_][A-Za-z_0-9.]*", text)) <= _PLAIN_TYPES
 
 
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for trials told outside optimize: its after_trial would call study.stop once every point
+    is done, which works only inside optimize. A run stops asking by itself once every point has a trial
+    (trials.Trials.grid_done)."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
+                    values: Sequence[float] | None) -> None:
+        pass
+
+
 def make_sampler(space: Space, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
     """The space's sampler by name; its seed is offset so a resumed or parallel run does not repeat trials."""
     spec = dict(space.study.sampler)
@@ -109,7 +119,7 @@ def make_sampler(space: Space, seed_offset: int = 0) -> optuna.samplers.BaseSamp
                                  f"{pname} is a continuous {param.type} range: give it `step` or use another "
                                  "sampler (tpe, random, qmc)")
             grid[pname] = values
-        return _quietly(cls, grid, **spec)  # type: ignore[no-any-return]
+        return _quietly(GridSampler, grid, **spec)  # type: ignore[no-any-return]
     return _quietly(cls, **spec)  # type: ignore[no-any-return]
 
 

@@ -18,11 +18,13 @@ from .storage import StudyError, open_storage, redact
 
 
 def create_or_resume(space: Space, url: str, study_name: str | None = None, process: int = 0,
-                     storage: optuna.storages.BaseStorage | None = None, run: str = "") -> optuna.Study:
+                     storage: optuna.storages.BaseStorage | None = None, run: str = "",
+                     existing: optuna.Study | None = None) -> optuna.Study:
     """Open the study (creating it on first use) with the space's sampler and pruner.
 
     A study remembers the space it was created from; resuming with a different one is refused, since its trials
-    would not be comparable, with a message that names what changed. The sampler's seed moves on by the trials
+    would not be comparable, with a message that names what changed. `existing`: the study as check_resumable found
+    and checked it, reused as it is (one open of the study per command). The sampler's seed moves on by the trials
     already there, by `process` (the index of a --workers process) and by this run's worker index (seeds.py), so
     neither a resumed run nor a parallel worker repeats another's trials. `run` (the command's id) marks this run
     on the study: runs that start beside each other, at the same trial count, move apart (seeds.concurrent_offset)
@@ -31,16 +33,26 @@ def create_or_resume(space: Space, url: str, study_name: str | None = None, proc
     """
     name = study_name or space.study.name
     storage = storage or open_storage(url, space.study)
-    existing = _existing(storage, name)
-    so_far = len(existing.trials) if existing else 0
-    sampler = make_sampler(space, seed_offset=seed_offset(so_far, process))
-    try:
-        direction = optuna.study.StudyDirection[space.study.direction.upper()]
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction,
-                                    sampler=sampler, pruner=make_pruner(space), load_if_exists=True)
-    except ValueError as exc:  # e.g. an existing study with the other direction
-        raise StudyError(f"cannot resume study {name!r} in {redact(url)}: {exc}") from None
-    if _guard(study, space, url):  # a new study: ours from now on
+    study = existing if existing is not None else _existing(storage, name)
+    so_far = len(study.get_trials(deepcopy=False)) if study is not None else 0
+    direction = optuna.study.StudyDirection[space.study.direction.upper()]
+    sampler, pruner = make_sampler(space, seed_offset=seed_offset(so_far, process)), make_pruner(space)
+    if study is None:
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
+                                        pruner=pruner, load_if_exists=True)  # another worker may create it too
+        except ValueError as exc:  # e.g. an existing study with the other direction
+            raise StudyError(f"cannot resume study {name!r} in {redact(url)}: {exc}") from None
+    else:
+        study.sampler, study.pruner = sampler, pruner
+    if existing is None or keys.SPACE not in study.user_attrs:
+        new = _guard(study, space, url)
+    else:
+        new = False
+    if study.directions != [direction]:
+        raise StudyError(f"cannot resume study {name!r} in {redact(url)}: it {study.directions[0].name.lower()}s "
+                         f"its objective, this space {space.study.direction}s {space.study.metric}")
+    if new:  # ours from now on
         study.set_user_attr(keys.SPACE, space.identity())
         study.set_user_attr(keys.SPACE_HASH, space.hash())
         study.set_user_attr(keys.SPACE_FILE, space.source)
@@ -55,13 +67,15 @@ def create_or_resume(space: Space, url: str, study_name: str | None = None, proc
 
 
 def check_resumable(space: Space, url: str, study_name: str | None = None,
-                    storage: optuna.storages.BaseStorage | None = None) -> None:
+                    storage: optuna.storages.BaseStorage | None = None) -> optuna.Study | None:
     """The space guard alone, reading only: refuse at once (before the data loads) to resume a study made from
-    another space, or not by hpsearch. A study that does not exist yet passes."""
+    another space, or not by hpsearch. Returns the study found (None when it does not exist yet), for
+    create_or_resume's `existing`."""
     name = study_name or space.study.name
     existing = _existing(storage or open_storage(url, space.study), name)
     if existing is not None:
         _guard(existing, space, url)
+    return existing
 
 
 def _guard(study: optuna.Study, space: Space, url: str) -> bool:
@@ -101,10 +115,12 @@ def _what_trials_are(identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def _existing(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    """The study of that name, or None; a missing one is looked up by name, not opened."""
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        storage.get_study_id_from_name(name)
     except KeyError:
         return None
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrialConfig:

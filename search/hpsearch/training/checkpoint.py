@@ -1,7 +1,7 @@
 """Checkpoints: self-describing files written atomically and read with weights-only loading.
 
 A checkpoint carries the state dict and the TrialConfig that built the model, so it rebuilds without the space file:
-`load_checkpoint(path)`. The objective writes them (a trial's best epoch), retries write running states with the
+`load_checkpoint(path)`. The study writes them (a trial's best epoch), retries write running states with the
 same atomic save, and results/export.py turns them into TorchScript or torch.export programs.
 """
 

@@ -1,44 +1,47 @@
-"""train(config, data, on_epoch) -> TrainResult: one trial's training, top to bottom. No Optuna here.
+"""The one epoch loop: train_group(members, data) trains a group of K >= 1 trials of one structure on shared
+batches, and train(config, data) is the group of one. No Optuna here.
 
-Its hook is `on_epoch(epoch, metrics)`, called after each epoch's validation; whatever it raises
-(Optuna's TrialPruned, for one) propagates. The host syncs once per epoch: losses and counts are summed on the
-device. For crash safety, `on_state(get)` is called after each epoch with a function that returns the whole
-training state (plain values and tensors), and `resume=` such a state continues training after its epoch.
+A member is one trial: its configuration, its hooks and, when it was cut short before, the running state it goes
+on from. `on_epoch(epoch, metrics)` is called after each epoch's validation (whatever it raises, Optuna's
+TrialPruned for one, ends that member); `on_state(get)` after that, with a function returning the whole training
+state (plain values and tensors), which `resume=` takes back so that training goes on after that epoch with the
+same weights, optimizer, schedule and random streams. The host syncs once per epoch: losses and counts are summed
+on the device.
+
+The members share the structure (space/fusion.py: the architecture, data, augmentation, batch size, epochs,
+precision, seed) and may differ in everything the optimizer step, the loss or a dropout mask reads. Each member's
+model is built by its builder exactly as it would be alone (the same seed, so the same initial weights). How the
+group computes each step is its mode: `sequential`, each member's own forward and backward on the shared batch
+(Step), or `grouped`, one fused model for all of them (training/fused.py: a GPU's mode for K > 1). A member leaves
+the group the moment its hook raises, it diverges or its optimizer or schedule cannot be built; the rest go on.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.utils.flop_counter import FlopCounterMode
 
-from ..space.config import ModelConfig, TrialConfig, maximize
-from ..space.registry import MODELS
+from ..space.config import TrialConfig, maximize
+from ..space.fusion import structure
 from .data import DeviceData, prepare
-from .device import autocast, autocast_dtype, repeatable_cublas, resolve_device
+from .device import autocast_dtype, resolve_device
 from .device import channels_last as use_channels_last
-from .evaluate import evaluate
+from .evaluate import evaluate, evaluate_members
+from .fused import MODES, GroupStep, default_mode, fuse
 from .models import build_model, count_parameters
 from .optim import LRSchedule, build_optimizer, build_scheduler
+from .step import Step, restore, restore_rng, rng_state, seed_everything, train_flops_per_image
 
 
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite: the trial diverged."""
-
-
-class ResumeError(ValueError):
-    """A saved training state that does not fit this configuration's model, optimizer or schedule."""
 
 
 @dataclass
@@ -47,7 +50,7 @@ class TrainResult:
     best_epoch: int  # 1-based epoch with the best config.metric
     best_metrics: dict[str, float]  # that epoch's metrics
     history: list[dict[str, float]]  # metrics of every epoch, in order
-    seconds: float  # wall time of the whole call
+    seconds: float  # wall time from the start until this trial left training
     train_images_per_sec: float  # training images / training seconds (evaluation excluded)
     num_params: int
     flops_per_image: int  # forward + backward FLOPs of one training image (torch's FLOP counter)
@@ -56,222 +59,246 @@ class TrainResult:
     final_state: dict[str, Tensor] = field(default_factory=dict, repr=False)  # after the last epoch (retrain)
 
 
-def train(config: TrialConfig, data: DeviceData | None = None,
-          on_epoch: Callable[[int, dict[str, float]], None] | None = None, *,
-          on_state: Callable[[Callable[[], dict[str, Any]]], None] | None = None,
-          resume: dict[str, Any] | None = None,
-          also_evaluate: dict[str, tuple[Tensor, Tensor]] | None = None) -> TrainResult:
-    """Train config's model on config's data; return the best epoch's metrics and weights, and the history.
+Hook = Callable[[int, dict[str, float]], None]
+StateHook = Callable[[Callable[[], dict[str, Any]]], None]
 
-    `also_evaluate`: more (uint8 images, labels) sets on the device, measured after every epoch like the validation
-    split; their `<name>_loss` and `<name>_acc` join each epoch's metrics (retrain's --test-every-epoch). They never
-    choose the best epoch.
 
-    `resume`: a state from on_state of an earlier run of the same config; training goes on after its epoch, with
-    the same weights, optimizer, schedule and random streams, so the result equals that of an uninterrupted run.
+@dataclass
+class Member:
+    """One trial of a group: its configuration, hooks and running state in; its result or its error out.
+
+    `on_leave(member)` is called the moment it leaves, with its result or error set (what it raises propagates).
+    `resume`: a running state from on_state of an earlier run of the same configuration.
     """
-    start = time.perf_counter()
-    tc = config.train
 
-    # ------------------------------------------------------------------------------ seed and device
-    # The data's device when data is given (a worker's: study/worker.py), so a trial has one device, its worker's.
-    device = data.train_y.device if data is not None else resolve_device(tc.device)
+    config: TrialConfig
+    on_epoch: Hook | None = None
+    on_state: StateHook | None = None
+    on_leave: Callable[[Member], None] | None = None
+    resume: dict[str, Any] | None = None
+    result: TrainResult | None = None
+    error: Exception | None = None
+    epochs: int = 0  # epochs finished so far (while it trains: the last one its hooks saw)
+    seconds: float = 0.0  # from the group's start until this member left it
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+
+@dataclass
+class _Run:
+    """A member's training objects and record while it trains."""
+
+    member: Member
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    step: Step  # the member's own step (the sequential mode); its scaler serves the grouped mode too
+    num_params: int
+    flops: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_state: dict[str, Tensor] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    train_images: int = 0
+
+
+def train(config: TrialConfig, data: DeviceData | None = None, on_epoch: Hook | None = None, *,
+          on_state: StateHook | None = None, resume: dict[str, Any] | None = None,
+          also_evaluate: dict[str, tuple[Tensor, Tensor]] | None = None) -> TrainResult:
+    """Train config's model on config's data (loaded here when not given): the group of one. Returns the best
+    epoch's metrics and weights and the history; whatever ended it early (a hook's exception, NonFiniteLoss,
+    ResumeError, a component's rule) is raised."""
+    data = data if data is not None else prepare(config.data, resolve_device(config.train.device))
+    member = Member(config, on_epoch, on_state, resume=resume)
+    train_group([member], data, propagate=(Exception,), also_evaluate=also_evaluate)
+    assert member.result is not None
+    return member.result
+
+
+def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple[type[BaseException], ...] = (),
+                mode: str | None = None, also_evaluate: dict[str, tuple[Tensor, Tensor]] | None = None) -> None:
+    """Train every member on `data`, all on each batch before the next; each ends with its `result` or `error`.
+
+    `propagate`: exceptions of a member's hooks or build that end the whole call instead of that member (a lost
+    storage). `also_evaluate`: more (uint8 images, labels) sets, measured after every epoch like the validation
+    split; their `<name>_loss` and `<name>_acc` join each epoch's metrics and never choose the best epoch. Members
+    that resume must all resume after the same epoch. An exception of the computation itself (out of memory)
+    ends the call with every member still training left as it was: the caller decides their fate.
+    """
+    if not members:
+        return
+    shape = structure(members[0].config)
+    if any(structure(m.config) != shape for m in members):
+        raise ValueError("train_group: the members differ in more than their free fields (space/fusion.py)")
+    resumed = {len(m.resume["history"]) if m.resume else 0 for m in members}
+    if len(resumed) > 1:
+        raise ValueError("train_group: members that resume must resume after the same epoch")
+    start = time.perf_counter()
+    config, device = members[0].config, data.train_y.device  # a trial trains on its data's device
+    tc = config.train
+    mode = mode or default_mode(device, len(members))
+    if mode not in MODES:
+        raise ValueError(f"train_group: mode {mode!r}; known: {', '.join(MODES)}")
     seed_everything(tc.seed, tc.deterministic)  # weight init, dropout
     generator = torch.Generator(device=device)
     generator.manual_seed(tc.seed)  # shuffling and augmentation, drawn on the device
     channels_last = use_channels_last(device)
-
-    # ------------------------------------------------------------------------------ data
-    data = data if data is not None else prepare(config.data, device)
     steps_per_epoch = data.steps_per_epoch(tc.batch_size)
 
-    # ------------------------------------------------------------------------------ model, optimizer, schedule
+    def leave(member: Member, result: TrainResult | None = None, error: Exception | None = None) -> None:
+        member.result, member.error, member.seconds = result, error, time.perf_counter() - start
+        if member.on_leave is not None:
+            member.on_leave(member)
+
+    runs: list[_Run] = []
+    for member in members:
+        try:
+            runs.append(_build(member, data, device, channels_last, steps_per_epoch, seeded=not runs))
+        except propagate:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a rule of this member's optimizer or schedule: it alone fails
+            leave(member, error=exc)
+    rng = next((m.resume["rng"] for m in members if m.resume), None)
+    if rng is not None:
+        restore_rng(rng, generator)
+
+    higher_is_better = maximize(config.metric)
+    for epoch in range(max(resumed) + 1, tc.epochs + 1):
+        if not runs:
+            break
+        fused = fuse([r.model for r in runs]) if mode == "grouped" else None
+        step = GroupStep(fused, runs, autocast_dtype(tc.precision, device), device) if fused else _Sequential(runs)
+        epoch_start = time.perf_counter()
+        for module in [fused] if fused is not None else [r.model for r in runs]:
+            module.train()
+        loss_sum = torch.zeros(len(runs), device=device)
+        correct = torch.zeros(len(runs), dtype=torch.long, device=device)
+        seen, lrs = 0, [r.schedule.lr for r in runs]
+        for x, y in data.train_batches(tc.batch_size, config.data.augment, generator, channels_last):
+            lrs = [r.schedule.lr for r in runs]  # the lr each step uses (Python floats: no sync)
+            losses, n_correct = step(x, y)
+            loss_sum += losses * len(y)
+            correct += n_correct
+            seen += len(y)
+        sums = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
+        train_seconds = time.perf_counter() - epoch_start
+        measured = {"val": _evaluate(fused, runs, data.val_x, data.val_y, data, channels_last)}
+        for name, (x_more, y_more) in (also_evaluate or {}).items():
+            measured[name] = _evaluate(fused, runs, x_more, y_more, data, channels_last)
+        seconds = time.perf_counter() - epoch_start
+        live: list[_Run] = []
+        for i, run in enumerate(runs):
+            member = run.member
+            run.train_seconds, run.train_images = run.train_seconds + train_seconds, run.train_images + seen
+            try:
+                train_loss = sums[0][i]
+                if not math.isfinite(train_loss):
+                    raise NonFiniteLoss(
+                        f"training loss is {train_loss} in epoch {epoch}: the run diverged; try a lower "
+                        f"optimizer.lr (now {member.config.optimizer.lr:g}) or set train.grad_clip (e.g. 1.0)")
+                metrics = {"epoch": float(epoch), "train_loss": train_loss / seen, "train_acc": sums[1][i] / seen,
+                           "val_loss": measured["val"][i]["loss"], "val_acc": measured["val"][i]["acc"],
+                           "lr": lrs[i]}
+                for name in also_evaluate or {}:
+                    metrics[f"{name}_loss"], metrics[f"{name}_acc"] = (measured[name][i]["loss"],
+                                                                       measured[name][i]["acc"])
+                metrics["seconds"] = seconds
+                run.history.append(metrics)
+                run.schedule.step_epoch(metrics)
+                value = metrics[config.metric]
+                best = run.history[run.best_epoch - 1][config.metric] if run.best_epoch else None
+                if best is None or (value > best if higher_is_better else value < best):
+                    run.best_epoch = epoch
+                    run.best_state = _cpu_copy(run.model)
+                member.epochs = epoch
+                if member.on_epoch is not None:
+                    member.on_epoch(epoch, metrics)  # may raise (pruning): the member leaves
+                if member.on_state is not None:
+                    member.on_state(_state_getter(run, generator))
+            except propagate:
+                raise
+            except Exception as exc:  # noqa: BLE001 - pruned, diverged, or its hook failed: it leaves the group
+                leave(member, error=exc)
+                continue
+            live.append(run)
+        runs = live
+
+    for run in runs:  # the members that trained every epoch
+        leave(run.member, result=TrainResult(
+            epochs_run=len(run.history), best_epoch=run.best_epoch,
+            best_metrics=dict(run.history[run.best_epoch - 1]) if run.best_epoch else {},
+            history=run.history, seconds=time.perf_counter() - start,
+            train_images_per_sec=run.train_images / run.train_seconds if run.train_seconds > 0 else 0.0,
+            num_params=run.num_params, flops_per_image=run.flops, best_state=run.best_state,
+            class_names=data.class_names, final_state=_cpu_copy(run.model)))
+
+
+def _build(member: Member, data: DeviceData, device: torch.device, channels_last: bool, steps_per_epoch: int,
+           seeded: bool) -> _Run:
+    """A member's model, optimizer, schedule and step, built as for the trial alone (its initial weights drawn from
+    the trial's seed), then its running state put back when it resumes."""
+    config = member.config
+    if not seeded:
+        torch.manual_seed(config.train.seed)  # each model's initial weights are those of its trial alone
     model = build_model(config.model, data.num_classes, config).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    num_params = count_parameters(model)
-    flops = train_flops_per_image(config.model, data.num_classes, tuple(data.train_x.shape[1:]))
     optimizer = build_optimizer(config.optimizer, model.parameters(), device, config)
-    schedule = build_scheduler(config.scheduler, optimizer, tc.epochs, steps_per_epoch, config.metric)
+    schedule = build_scheduler(config.scheduler, optimizer, config.train.epochs, steps_per_epoch, config.metric)
     step = Step(model, optimizer, schedule, config, device)
-
-    # ------------------------------------------------------------------------------ epochs (or where a run stopped)
-    history: list[dict[str, float]] = []
-    best_epoch, best_state = 0, {}
-    train_seconds, train_images = 0.0, 0
-    if resume is not None:  # a retried trial: go on after its last finished epoch
-        restore(resume, model, optimizer, schedule, step.scaler, generator)
-        history = [dict(m) for m in resume["history"]]
-        best_epoch, best_state = int(resume["best_epoch"]), dict(resume["best_state"])
-        train_seconds, train_images = float(resume["train_seconds"]), int(resume["train_images"])
-
-    def state() -> dict[str, Any]:
-        """Everything needed to go on after the last finished epoch: resume= takes it back."""
-        return {"epoch": len(history), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "scaler": step.scaler.state_dict(), "rng": rng_state(generator),
-                "history": [dict(m) for m in history], "best_epoch": best_epoch, "best_state": best_state,
-                "train_seconds": train_seconds, "train_images": train_images}
-
-    higher_is_better = maximize(config.metric)
-    for epoch in range(len(history) + 1, tc.epochs + 1):
-        epoch_start = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        seen, lr = 0, schedule.lr
-        for x, y in data.train_batches(tc.batch_size, config.data.augment, generator, channels_last):
-            lr = schedule.lr  # the lr this step uses (a Python float: no sync)
-            loss, n_correct = step(x, y)
-            loss_sum += loss * len(y)
-            correct += n_correct
-            seen += len(y)
-        train_loss, train_correct = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
-        train_seconds += time.perf_counter() - epoch_start
-        train_images += seen
-        if not math.isfinite(train_loss):
-            raise NonFiniteLoss(
-                f"training loss is {train_loss} in epoch {epoch}: the run diverged; try a lower "
-                f"optimizer.lr (now {config.optimizer.lr:g}) or set train.grad_clip (e.g. 1.0)"
-            )
-
-        # -------------------------------------------------------------------------- validation
-        val = evaluate(model, data.val_x, data.val_y, data.mean, data.std, tc.eval_batch_size, device,
-                       tc.precision, channels_last)
-        metrics = {"epoch": float(epoch), "train_loss": train_loss / seen, "train_acc": train_correct / seen,
-                   "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr}
-        for name, (x_more, y_more) in (also_evaluate or {}).items():
-            more = evaluate(model, x_more, y_more, data.mean, data.std, tc.eval_batch_size, device, tc.precision,
-                            channels_last)
-            metrics[f"{name}_loss"], metrics[f"{name}_acc"] = more["loss"], more["acc"]
-        metrics["seconds"] = time.perf_counter() - epoch_start
-        history.append(metrics)
-        schedule.step_epoch(metrics)
-        value, best = metrics[config.metric], (history[best_epoch - 1][config.metric] if best_epoch else None)
-        if best is None or (value > best if higher_is_better else value < best):
-            best_epoch = epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)  # may raise (pruning): it propagates
-        if on_state is not None:
-            on_state(state)
-
-    return TrainResult(
-        epochs_run=len(history),
-        best_epoch=best_epoch,
-        best_metrics=dict(history[best_epoch - 1]) if best_epoch else {},
-        history=history,
-        seconds=time.perf_counter() - start,
-        train_images_per_sec=train_images / train_seconds if train_seconds > 0 else 0.0,
-        num_params=num_params,
-        flops_per_image=flops,
-        best_state=best_state,
-        class_names=data.class_names,
-        final_state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-    )
+    flops = train_flops_per_image(config.model, data.num_classes, tuple(data.train_x.shape[1:]))
+    run = _Run(member, model, optimizer, schedule, step, count_parameters(model), flops)
+    state = member.resume
+    if state is not None:  # a retried trial: go on after its last finished epoch
+        restore(state, model, optimizer, schedule, step.scaler)
+        run.history = [dict(m) for m in state["history"]]
+        run.best_epoch, run.best_state = int(state["best_epoch"]), dict(state["best_state"])
+        run.train_seconds, run.train_images = float(state["train_seconds"]), int(state["train_images"])
+        member.epochs = len(run.history)
+    return run
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed torch (every device); with `deterministic` (train.deterministic) also Python's and NumPy's global
-    generators, and make the kernels repeatable: cuDNN deterministic with its benchmark mode off, and torch's
-    deterministic algorithms wherever they exist (warn_only: an operation without one warns instead of failing).
-
-    Both settings are process-wide, so every trial sets them afresh: a deterministic trial does not leave a later
-    one of the same worker slow, nor a fast one leave the next deterministic trial unrepeatable. Without it, cuDNN
-    benchmarks its kernels per input shape (the shapes are fixed: it picks the fastest once).
-    """
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = not deterministic and torch.cuda.is_available()
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    if deterministic:
-        repeatable_cublas()  # in time only when no CUDA context exists yet (the worker and retrain call it earlier)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
+def _evaluate(fused: nn.Module | None, runs: list[_Run], x: Tensor, y: Tensor, data: DeviceData,
+              channels_last: bool) -> list[dict[str, float]]:
+    """Each member's figures on (x, y): one pass of the fused model, or each member's own."""
+    tc = runs[0].member.config.train
+    device = data.train_y.device
+    if fused is not None:
+        return evaluate_members(fused, x, y, data.mean, data.std, tc.eval_batch_size, device, tc.precision,
+                                channels_last)
+    return [evaluate(r.model, x, y, data.mean, data.std, tc.eval_batch_size, device, tc.precision, channels_last)
+            for r in runs]
 
 
-class Step:
-    """One optimizer step on a batch: autocast, backward, optional clipping, update, lr schedule.
+def _cpu_copy(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
-    Returns the detached loss and the number of correct predictions as device tensors: no host sync. The
-    benchmark times exactly this, so what it measures is what a trial runs.
-    """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
-                 config: TrialConfig, device: torch.device) -> None:
-        self.model, self.optimizer, self.schedule = model, optimizer, schedule
-        self.device, self.grad_clip = device, config.train.grad_clip
-        self.dtype = autocast_dtype(config.train.precision, device)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)  # bf16 needs none
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
-        # torch.compile: the graph is cached per architecture in this process, so later trials reuse it.
-        self.forward = torch.compile(model) if config.train.compile else model
+def _state_getter(run: _Run, generator: torch.Generator) -> Callable[[], dict[str, Any]]:
+    """A member's running state (resume= takes it back), whether it trained alone or in a group."""
+
+    def get() -> dict[str, Any]:
+        return {"epoch": len(run.history), "model": {k: v.clone() for k, v in run.model.state_dict().items()},
+                "optimizer": run.optimizer.state_dict(), "schedule": run.schedule.state_dict(),
+                "scaler": run.step.scaler.state_dict(), "rng": rng_state(generator),
+                "history": [dict(m) for m in run.history], "best_epoch": run.best_epoch,
+                "best_state": run.best_state, "train_seconds": run.train_seconds, "train_images": run.train_images}
+
+    return get
+
+
+class _Sequential:
+    """One optimizer step of every member on a batch, member after member, each through its own Step."""
+
+    def __init__(self, runs: list[_Run]) -> None:
+        self.steps = [r.step for r in runs]
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        with autocast(self.dtype, self.device):
-            logits = self.forward(x)
-            loss = self.criterion(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.schedule.step_batch()
-        return loss.detach().float(), (logits.detach().argmax(1) == y).sum()
+        if len(self.steps) == 1:
+            loss, n = self.steps[0](x, y)
+            return loss.reshape(1), n.reshape(1)
+        out = [step(x, y) for step in self.steps]
+        return torch.stack([loss for loss, _ in out]), torch.stack([n for _, n in out])
 
-
-def rng_state(generator: torch.Generator) -> dict[str, Tensor]:
-    """Every random stream training draws from, as uint8 tensors: the data generator, torch's (and CUDA's)."""
-    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if generator.device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(generator.device)
-    return state
-
-
-def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
-            scaler: torch.amp.GradScaler, generator: torch.Generator) -> None:
-    """Load a state from on_state into freshly built training objects; ResumeError when it does not fit."""
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
-        generator.set_state(rng["generator"])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and generator.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], generator.device)
-        epochs, best = len(state["history"]), int(state["best_epoch"])
-        if int(state["epoch"]) != epochs or not 0 <= best <= epochs or (best > 0) != bool(state["best_state"]):
-            raise ValueError(f"epoch {state['epoch']}, best epoch {best}, {epochs} epochs of history")
-        if not isinstance(state["train_seconds"], (int, float)) or not isinstance(state["train_images"], int):
-            raise TypeError("train_seconds and train_images must be numbers")
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ResumeError(f"the saved training state does not fit: {type(exc).__name__}: {exc}") from None
-
-
-def train_flops_per_image(model_config: ModelConfig, num_classes: int,
-                          shape: tuple[int, ...] = (3, 32, 32)) -> int:
-    """Forward + backward FLOPs of one training image of `shape` (C, H, W), counted once per architecture on the
-    CPU.
-
-    Dropout adds no FLOPs, and a search samples it as a float: the count is keyed on the model without it, or
-    every trial would count again (9 ms a trial on smoke.yaml, 0.7% of its trials' time).
-    """
-    channels, h, w = shape
-    return _count_flops(dataclasses.replace(model_config, dropout=0.0, spatial_dropout=0.0), num_classes,
-                        (channels, h, w))
-
-
-@functools.lru_cache(maxsize=64)
-def _count_flops(model_config: ModelConfig, num_classes: int, shape: tuple[int, int, int]) -> int:
-    """Its throwaway model draws its weights from a forked RNG: the trial's own random stream (dropout) must not
-    depend on whether this architecture was counted before in the process, or runs would not repeat."""
-    with torch.random.fork_rng(devices=[]):
-        model = MODELS.build(model_config.name, None, model_config, num_classes, shape)
-        x = torch.zeros(2, *shape)
-        with FlopCounterMode(display=False) as counter:
-            model(x).sum().backward()
-    return int(counter.get_total_flops() // 2)

@@ -1,5 +1,5 @@
-"""The objective on a real in-memory Optuna study: what a trial returns, reports, records and keeps, and that it
-trains on its worker's device and data."""
+"""A trial's life (study/trials.py) on a real in-memory Optuna study: what a trial returns, reports, records and
+keeps, and that it trains on its worker's device and data."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
+from runs import run_trials
 
 from hpsearch import keys, load_space
 from hpsearch.space import Space
-from hpsearch.study.objective import Objective, TrialFailed
 from hpsearch.study.studies import trial_config
 from hpsearch.study.worker import Worker
 from hpsearch.training import checkpoint
@@ -33,15 +33,20 @@ def in_memory_worker(space: Space, tmp_path: Path, study: optuna.Study) -> Worke
 
 @pytest.fixture
 def space() -> Space:
-    return load_space(TINY, ["train.epochs=2", "study.keep_checkpoints=1"])
+    return load_space(TINY, ["train.epochs=2", "study.keep_checkpoints=1", "study.resume_interval=0"])
 
 
 def test_a_trial_returns_its_best_epoch_and_records_what_it_did(space: Space, tmp_path: Path) -> None:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     worker = in_memory_worker(space, tmp_path, study)
     epochs: list[int] = []
-    objective = Objective(worker, on_epoch=lambda trial, epoch, metrics: epochs.append(epoch))
-    study.optimize(objective, n_trials=1, callbacks=[objective.told])  # told: its running state goes
+    saved: list[bool] = []  # whether the trial's running state was on disk after each epoch
+
+    def progress(trial: optuna.Trial, epoch: int, metrics: dict[str, float]) -> None:
+        epochs.append(epoch)
+        saved.append((tmp_path / "running" / "trial-0.pt").is_file())
+
+    run_trials(worker, 1, progress=progress)
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE and epochs == [1, 2]
     assert sorted(trial.intermediate_values) == [1, 2]
@@ -55,6 +60,7 @@ def test_a_trial_returns_its_best_epoch_and_records_what_it_did(space: Space, tm
     kept = tmp_path / "artifacts" / trial.user_attrs[keys.CHECKPOINT]
     payload = checkpoint.load_payload(kept)
     assert payload["trial"] == 0 and payload["epoch"] == best and payload["value"] == trial.value
+    assert saved == [False, True]  # written after epoch 1 (resume_interval 0), while the trial ran
     assert not list((tmp_path / "running").glob("*"))  # ended for good: no running state is left
 
 
@@ -63,25 +69,25 @@ def test_a_trial_trains_on_its_workers_data_and_loads_nothing(space: Space, tmp_
     study = optuna.create_study(direction="maximize")
     worker = in_memory_worker(space, tmp_path, study)
     seen: list[object] = []
-    real_train = train_module.train
+    real_train = train_module.train_group
 
-    def train(config, data=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def train_group(members, data, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(data)
-        return real_train(config, data, *args, **kwargs)
+        return real_train(members, data, *args, **kwargs)
 
     def no_loading(*args: object, **kwargs: object) -> None:
         raise AssertionError("a trial loaded data: the worker's must be used")
 
-    monkeypatch.setattr("hpsearch.study.objective.train", train)
+    monkeypatch.setattr("hpsearch.study.trials.train_group", train_group)
     monkeypatch.setattr(train_module, "prepare", no_loading)
-    study.optimize(Objective(worker, keep_checkpoints=False), n_trials=2)
+    run_trials(worker, 2, keep_checkpoints=False)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert seen == [worker.data, worker.data]
 
 
 def test_a_pruned_trial_stops_at_the_pruners_word(space: Space, tmp_path: Path) -> None:
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
-    study.optimize(Objective(in_memory_worker(space, tmp_path, study)), n_trials=1)
+    run_trials(in_memory_worker(space, tmp_path, study), 1)
     trial = study.trials[0]
     assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
     assert trial.user_attrs[keys.EPOCHS_RUN] == 1 and keys.CHECKPOINT not in trial.user_attrs
@@ -98,8 +104,7 @@ def test_a_searched_value_that_breaks_a_rule_fails_that_trial_only(tmp_path: Pat
     study = optuna.create_study(direction="maximize")
     for momentum in (0.0, 0.9):
         study.enqueue_trial({"optimizer": "sgd", "optimizer.sgd.momentum": momentum})
-    study.optimize(Objective(in_memory_worker(space, tmp_path, study), keep_checkpoints=False), n_trials=2,
-                   catch=(TrialFailed,))
+    run_trials(in_memory_worker(space, tmp_path, study), 2, keep_checkpoints=False)
     broken, fine = study.trials
     assert broken.state == TrialState.FAIL and fine.state == TrialState.COMPLETE
     assert broken.user_attrs[keys.FAIL_REASON] == ("optimizer.momentum: nesterov needs momentum > 0, got momentum=0 "
