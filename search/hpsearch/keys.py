@@ -1,7 +1,7 @@
 """The names hpsearch stores on Optuna studies and trials, in one place that imports nothing.
 
-Every part that writes or reads one of these (the objective, retries, the report, the dashboard, export) uses the
-constant, so a key cannot drift between a writer and a reader.
+Every part that writes or reads one of these (a trial's records, retries, the report, the dashboard, export) uses
+the constant, so a key cannot drift between a writer and a reader.
 """
 
 from __future__ import annotations
