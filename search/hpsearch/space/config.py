@@ -51,9 +51,9 @@ class SyntheticConfig:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "cifar100"  # cifar100 | cifar10 | mnist | fashion_mnist | imagefolder | synthetic
-    root: str = "data"  # folder holding the data set's .npz or torchvision's folder; imagefolder: the image tree
+    root: str = "data"  # folder of the .npz, torchvision's folder or the idx files; imagefolder: the image tree
     image_size: int = 32  # imagefolder: every image is resized to image_size x image_size once, when it is loaded
-    download: bool = True  # let torchvision download the data set when neither form is under root
+    download: bool = True  # let torchvision download the data set when root holds it in no form and can be written
     val_size: int = 5000  # training images held out for validation (stratified); the test set is never searched
     train_limit: int | None = None  # use a stratified subset of this many training images (quick runs)
     split_seed: int = 0  # fixes the validation split and train_limit subset: the same for every trial of a study

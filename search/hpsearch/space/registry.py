@@ -222,8 +222,8 @@ DATASETS.add("mnist", rules=_FIXED, summary="MNIST: 60,000 + 10,000 28x28 graysc
              classes=10, train_images=60_000, channels=1, image_size=28)
 DATASETS.add("fashion_mnist", rules=_FIXED, summary="Fashion-MNIST: 60,000 + 10,000 28x28 grayscale clothing "
              "images, 10 classes", classes=10, train_images=60_000, channels=1, image_size=28)
-DATASETS.add("imagefolder", rules=_SPLIT, summary="your own images: data.root/train/<class>/*.png (and test/), "
-             "resized to data.image_size", classes=None, train_images=None, channels=3, image_size=None)
+DATASETS.add("imagefolder", rules=_SPLIT, summary="your own images: data.root/<class>/*.png, or train/<class>/* "
+             "(and test/), resized to data.image_size", classes=None, train_images=None, channels=3, image_size=None)
 DATASETS.add("synthetic", rules=_FIXED, summary="a learnable CIFAR-shaped data set made on the spot "
              "(data.synthetic)", classes=None, train_images=None, channels=3, image_size=32)
 

@@ -1,10 +1,11 @@
-"""The data sets as numpy arrays: CIFAR-10/100, MNIST and Fashion-MNIST from an .npz, torchvision's folder or its
-download; your own images from an image folder (train/<class>/*, test/<class>/*); synthetic images.
+"""The data sets as numpy arrays: CIFAR-10/100, MNIST and Fashion-MNIST from an .npz, (MNIST, Fashion-MNIST) their
+four idx files, torchvision's folder or its download; your own images from an image folder (<class>/*, or
+train/<class>/* and test/<class>/*); synthetic images.
 
 What the rest of the package asks of the data, whichever the data set: check it, load its arrays, its class names,
 its test split alone. Each family's reader is a module of its own, attached to registry.DATASETS when it is imported
-here: rawfiles (CIFAR, MNIST, Fashion-MNIST), rawfolder (an image folder) and rawsynthetic; RawData and DataError,
-what they all return and raise, are rawtypes'. Import these names from here.
+here: rawfiles (CIFAR, MNIST, Fashion-MNIST; rawidx reads the idx files for it), rawfolder (an image folder) and
+rawsynthetic; RawData and DataError, what they all return and raise, are rawtypes'. Import these names from here.
 
 No torch at import: the parent of `hpsearch run --workers N` checks the data with this module while its workers'
 forkserver imports torch (torch and torchvision are imported where an array is made with them).
@@ -19,7 +20,7 @@ import numpy as np
 from ..space.config import DataConfig
 from ..space.registry import DATASETS
 from .rawfiles import CIFAR10_CLASSES, CIFAR100_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, SOURCES
-from .rawfolder import imagefolder_test, train_classes
+from .rawfolder import imagefolder_test, no_test_set, train_classes
 from .rawsynthetic import check_synthetic, synthetic
 from .rawtypes import DataError, RawData
 
@@ -46,7 +47,8 @@ def load_arrays(cfg: DataConfig) -> RawData:
 
 def class_names(cfg: DataConfig) -> tuple[str, ...]:
     """The class names of cfg's data set in label order, without loading an image: the known lists, the synthetic
-    classes, or an image folder's train/ subfolders (sorted, as torchvision's ImageFolder labels them). For what
+    classes, or an image folder's class folders, train/'s or root's own (sorted, as torchvision's ImageFolder labels
+    them). For what
     needs a class count before any data is loaded (`hpsearch sample` builds models of an image folder's space)."""
     if cfg.dataset == "imagefolder":
         return train_classes(Path(cfg.root).expanduser())
@@ -76,9 +78,4 @@ def no_test_split(cfg: DataConfig) -> str | None:
     image folder without test/ lacks one; this looks at folders only, so it is cheap to ask before training."""
     if cfg.dataset != "imagefolder":
         return None
-    root = Path(cfg.root).expanduser()
-    if (root / "test").exists():
-        return None  # a test/ that is not a folder of class folders is the loader's error to give
-    return (f"the image folder {root} has no test/ folder, so it has no test set: its train/ images are split "
-            f"into training and validation only. Fix: add {root}/test/<class>/<images> with the same class folders "
-            f"as train/, or pass --data-root DIR for a folder that has train/ and test/.")
+    return no_test_set(Path(cfg.root).expanduser())

@@ -1,5 +1,7 @@
-"""CIFAR-10/100, MNIST and Fashion-MNIST as numpy arrays: from `<root>/<name>.npz`, else torchvision's folder, else
-torchvision's download (where data.download allows it); when all fail, one message says every place tried and the fix.
+"""CIFAR-10/100, MNIST and Fashion-MNIST as numpy arrays: from `<root>/<name>.npz`, else (MNIST, Fashion-MNIST) their
+four idx files (rawidx), else torchvision's folder, else torchvision's download (where data.download allows it, the
+root holds the data in no form and can be written); when all fail, one message says every place tried and the fix. A
+failed download removes everything it created.
 
 Each data set's class names in label order are here too, as torchvision names them, so that an .npz and torchvision's
 folder give the same. torchvision is imported only where it reads or downloads.
@@ -7,6 +9,8 @@ folder give the same. torchvision is imported only where it reads or downloads.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import zipfile
 import zlib
@@ -16,6 +20,7 @@ import numpy as np
 
 from ..space.config import DataConfig
 from ..space.registry import DATASETS
+from .rawidx import IDX_NAMES, find_idx, load_idx
 from .rawtypes import DataError, RawData
 
 # The fine label names in label order (alphabetical), as torchvision's CIFAR100.classes gives them.
@@ -45,6 +50,9 @@ SOURCES = {
     "mnist": ("mnist.npz", "MNIST", "MNIST", MNIST_CLASSES),
     "fashion_mnist": ("fashion_mnist.npz", "FashionMNIST", "FashionMNIST", FASHION_MNIST_CLASSES),
 }
+_IDX_DATASETS = ("mnist", "fashion_mnist")  # also read from their four original idx files (rawidx)
+# torchvision's archive of a CIFAR: a root that holds one holds the data, so it is never downloaded into
+_ARCHIVES = {"cifar100": "cifar-100-python.tar.gz", "cifar10": "cifar-10-python.tar.gz"}
 _NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 _DOWNLOAD_TIMEOUT_S = 30.0  # seconds; socket timeout of torchvision's download: no network fails, never hangs
 
@@ -54,7 +62,10 @@ _DOWNLOAD_TIMEOUT_S = 30.0  # seconds; socket timeout of torchvision's download:
 @DATASETS.builder("cifar100")
 @DATASETS.builder("cifar10")
 def _from_files(cfg: DataConfig) -> RawData:
-    """CIFAR, MNIST or Fashion-MNIST from `<root>/<name>.npz`, else torchvision's folder, else its download."""
+    """CIFAR, MNIST or Fashion-MNIST from `<root>/<name>.npz`, else (MNIST, Fashion-MNIST) the four idx files in root
+    or in torchvision's `<Folder>/raw/`, else torchvision's folder, else its download. A root that holds the data in
+    any of these forms is only read; one that holds idx files or torchvision's archive, or cannot be written, is never
+    downloaded into."""
     npz_name, folder_name, dataset_name, names = SOURCES[cfg.dataset]
     info = DATASETS[cfg.dataset].info
     shape = (int(info["image_size"]), int(info["image_size"]), int(info["channels"]))  # (H, W, C) of an image
@@ -67,6 +78,16 @@ def _from_files(cfg: DataConfig) -> RawData:
     tried = [f"{npz} (no such file)"]
     if npz.is_file():
         return _load_npz(npz, names, shape)
+    holds = f"{npz_name} or {folder_name}/"
+    if cfg.dataset in _IDX_DATASETS:
+        found = find_idx(root)
+        if found:  # one or all four: read, or refused with what is wrong; never downloaded beside
+            return load_idx(root, found, names, shape[0])
+        found = find_idx(folder / "raw")
+        if len(found) == len(IDX_NAMES):  # torchvision's own files, gzipped or not (fewer: its download completes)
+            return load_idx(folder / "raw", found, names, shape[0])
+        tried.append(f"{root}/{IDX_NAMES[0]}[.gz] and the other three idx files (none there)")
+        holds = f"{npz_name}, {folder_name}/ or the four idx files {', '.join(f'{n}[.gz]' for n in IDX_NAMES)}"
     if folder.is_dir():
         try:
             return _load_torchvision(dataset_name, root, download=False)
@@ -74,36 +95,72 @@ def _from_files(cfg: DataConfig) -> RawData:
             tried.append(f"{folder}/ (unreadable: {exc})")
     else:
         tried.append(f"{folder}/ (no such folder)")
-    if cfg.download:
-        old_timeout = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
-        made = [p for p in (root, *root.parents) if not p.exists()]  # the folders the download would create
-        try:
-            return _load_torchvision(dataset_name, root, download=True)
-        except Exception as exc:  # no network, a proxy, a full disk: all end in the message below
-            download = f"tried torchvision's download into {root}/ and it failed: {type(exc).__name__}: {exc}"
-            _remove_if_empty(made)
-        finally:
-            socket.setdefaulttimeout(old_timeout)
-        online = f"or run it on a machine with internet access (download: true fetches it into {root}/)"
-    else:
+    archive = root / _ARCHIVES[cfg.dataset] if cfg.dataset in _ARCHIVES else None
+    locked = next(p for p in (root, *root.parents) if p.exists())  # what a download would write into first
+    if not cfg.download:
         download = "not tried (download: false)"
         online = "or set `download: true` in the space's data section on a machine with internet access"
+    elif archive is not None and archive.is_file():
+        download = f"not tried ({root} holds the data as {archive.name}, and a folder that holds the data is only read)"
+        online = f"or extract the archive there first: tar -xzf {archive} -C {root}"
+    elif not os.access(locked, os.W_OK):
+        download = f"not tried ({locked} is not writable, and a read-only data root is only read)"
+        online = ("or set data.root to a writable folder on a machine with internet access (download: true "
+                  "fetches it there)")
+    else:
+        raw = _download(dataset_name, root, (folder, *([archive] if archive is not None else [])))
+        if isinstance(raw, RawData):
+            return raw
+        download = raw
+        online = f"or run it on a machine with internet access (download: true fetches it into {root}/)"
     lines = "\n".join(f"  {line}" for line in tried)
     raise DataError(
         f"{cfg.dataset} data not found. Tried:\n{lines}\nDownload: {download}.\n"
-        f"Fix: pass --data-root DIR where DIR holds {npz_name} or {folder_name}/ (or set data.root in the "
-        f"space), {online}."
+        f"Fix: pass --data-root DIR where DIR holds {holds} (or set data.root in the space), {online}."
     )
 
 
-def _remove_if_empty(folders: list[Path]) -> None:
-    """Undo a failed download's folders, innermost first, as long as they are empty (a partial file stays)."""
-    for folder in folders:
+def _download(dataset_name: str, root: Path, own: tuple[Path, ...]) -> RawData | str:
+    """torchvision's download into root, or why it failed, once everything it created is removed again: the folders
+    up to root, or what is new of torchvision's own paths in root (its folder and archive) and inside its folder,
+    partial files included; nothing else in root is touched."""
+    made = [p for p in (root, *root.parents) if not p.exists()]  # the folders the download would create
+    before = _entries(own)
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    try:
+        return _load_torchvision(dataset_name, root, download=True)
+    except BaseException as exc:  # no network, a proxy, a full disk, Ctrl-C: nothing of it stays
+        left = _remove_new([made[-1]] if made else sorted(_entries(own) - before))
+        if not isinstance(exc, Exception):
+            raise
+        kept = f"; it could not remove {', '.join(left)}: remove them by hand" if left else ""
+        return f"tried torchvision's download into {root}/ and it failed: {type(exc).__name__}: {exc}{kept}"
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+def _entries(own: tuple[Path, ...]) -> set[Path]:
+    """Those of torchvision's own paths that exist, and everything under them: what a download may add to."""
+    paths = {path for path in own if os.path.lexists(path)}
+    for path in own:
+        for dirpath, dirnames, filenames in os.walk(path):
+            paths.update(Path(dirpath, name) for name in (*dirnames, *filenames))
+    return paths
+
+
+def _remove_new(paths: list[Path]) -> list[str]:
+    """Remove what a failed download created, outermost first; the paths that would not go."""
+    left = []
+    for path in sorted(paths, key=lambda p: len(p.parts)):
         try:
-            folder.rmdir()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                path.unlink()
         except OSError:
-            return
+            left.append(str(path))
+    return left
 
 
 def _load_npz(path: Path, class_names: tuple[str, ...], shape: tuple[int, int, int]) -> RawData:

@@ -1,15 +1,17 @@
-"""Your own images as numpy arrays: an image folder, `<root>/train/<class>/*` and optionally `<root>/test/<class>/*`,
-read by torchvision's ImageFolder and resized once, here, to data.image_size square.
+"""Your own images as numpy arrays: an image folder in torchvision's layout, `<root>/<class>/*`, or split,
+`<root>/train/<class>/*` and optionally `<root>/test/<class>/*`; read with torchvision's ImageFolder, every image
+converted to RGB and resized once, here, to data.image_size square, whatever its size and mode.
 
-Each mistake of the layout (no train/, one class folder, a test/ whose classes differ, an empty class folder, a file
-that is not an image) is one message that says what the folder holds and the fix. torchvision and PIL are imported
-only where images are read.
+Each mistake of the layout (neither class folders nor train/, one class folder, a test/ whose classes differ, an empty
+class folder, a file that is not a readable image) is one message that says what the folder holds and the fix.
+torchvision and PIL are imported only where images are read.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,28 +19,49 @@ from ..space.config import DataConfig
 from ..space.registry import DATASETS
 from .rawtypes import DataError, RawData
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 _LISTED = 8  # names of a folder's contents an error message shows
 
 
 @DATASETS.builder("imagefolder")
 def _imagefolder(cfg: DataConfig) -> RawData:
-    """Your own images: `<root>/train/<class>/*` and optionally `<root>/test/<class>/*` with the same class folders,
-    read by torchvision's ImageFolder (every image converted to RGB) and resized once, here, to data.image_size
-    square (bilinear, antialiased when shrinking), so the device holds one uint8 (N, S, S, 3) array a split. No
-    test/: the test split is empty, and what needs it asks rawdata.no_test_split() for the message."""
+    """Your own images: `<root>/<class>/*`, or `<root>/train/<class>/*` and optionally `<root>/test/<class>/*` with the
+    same class folders, read by torchvision's ImageFolder (every image converted to RGB, see _rgb) and resized once,
+    here, to data.image_size square (bilinear, antialiased when shrinking), so the device holds one uint8 (N, S, S, 3)
+    array a split. Either way data.prepare holds data.val_size of the training images out for validation, by
+    data.split_seed. No test/ (the class folders straight under root have none): the test split is empty, and what
+    needs it asks rawdata.no_test_split() for the message."""
     root = Path(cfg.root).expanduser()
     names = train_classes(root)
     size = cfg.image_size
-    x_train, y_train = _read_image_split(root / "train", names, size)
-    if (root / "test").exists():
+    x_train, y_train = _read_image_split(_train_folder(root), names, size)
+    if (root / "train").is_dir() and (root / "test").exists():
         x_test, y_test = imagefolder_test(root, names, size)
     else:
         x_test, y_test = np.empty((0, size, size, 3), np.uint8), np.empty(0, np.int64)
     return RawData(x_train, y_train, x_test, y_test, names)
 
 
+def no_test_set(root: Path) -> str | None:
+    """Why the image folder at root has no test split, or None when it has one or the loader has the error to give
+    (no such folder, a test/ that is not a folder of class folders); folders only, so cheap to ask before training."""
+    if not root.is_dir() or (root / "test").exists():
+        return None
+    if (root / "train").is_dir():
+        return (f"the image folder {root} has no test/ folder, so it has no test set: its train/ images are split "
+                f"into training and validation only. Fix: add {root}/test/<class>/<images> with the same class "
+                f"folders as train/, or pass --data-root DIR for a folder that has train/ and test/.")
+    return (f"the image folder {root} holds its class folders directly ({root}/<class>/<image>), so it has no test "
+            f"set: its images are split into training and validation only. Fix: move the class folders into "
+            f"{root}/train/ and add {root}/test/<class>/<images> with the same class folders, or pass --data-root "
+            f"DIR for a folder that has train/ and test/.")
+
+
 def imagefolder_test(root: Path, names: tuple[str, ...], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """root/test's images and labels; its class folders must be train/'s (`names`), for the labels to agree."""
+    """root/test's images and labels; its class folders must be train/'s (`names`), for the labels to agree (only the
+    train/ layout has a test/)."""
     test = root / "test"
     if not test.is_dir():
         raise DataError(f"{test} is not a folder; an image folder's test split is test/<class>/<images>. "
@@ -56,29 +79,38 @@ def imagefolder_test(root: Path, names: tuple[str, ...], size: int) -> tuple[np.
 
 
 def train_classes(root: Path) -> tuple[str, ...]:
-    """The class folders of root/train: at least two, since a classifier of one class learns nothing."""
-    names = _class_folders(_imagefolder_train(root), root)
+    """The class folders of the training images (root/train's, else root's own): at least two, since a classifier of
+    one class learns nothing."""
+    folder = _train_folder(root)
+    names = _class_folders(folder, root)
     if len(names) < 2:
-        raise DataError(f"the image folder {root}: train/ holds one class folder ({names[0]}); a classifier needs "
-                        f"at least two. Fix: add a folder per class under {root / 'train'}.")
+        where = "train/ holds" if folder != root else "it holds"
+        raise DataError(f"the image folder {root}: {where} one class folder ({names[0]}); a classifier needs at "
+                        f"least two. Fix: add a folder per class under {folder}.")
     return names
 
 
-def _imagefolder_train(root: Path) -> Path:
-    """root/train, or a DataError that says what root holds instead and the layout expected."""
+def _train_folder(root: Path) -> Path:
+    """root/train, else root itself (torchvision's layout: its subfolders are the classes), or a DataError that says
+    what root holds instead and the layouts expected."""
     train = root / "train"
     if train.is_dir():
         return train
+    if root.is_dir() and not (root / "test").exists():
+        return root  # a root without class folders is _class_folders' error to give, with what it holds
     if not root.is_dir():
         found = "it does not exist" if not root.exists() else "it is a file, not a folder"
+        fix = "pass --data-root DIR (or set data.root in the space) where DIR holds the class folders or train/"
     else:
-        found = f"it holds {_listing(root)}"
+        found = f"it holds test/ but no train/: {_listing(root)}"
+        fix = (f"add the training images as {root}/train/<class>/<image> beside test/, or pass --data-root DIR "
+               f"(or set data.root in the space) for another folder")
     raise DataError(
-        f"imagefolder data not found: {root} has no train/ folder ({found}). Expected layout:\n"
-        f"  {root}/train/<class>/<image>  (one folder per class: .png, .jpg, ... images)\n"
-        f"  {root}/test/<class>/<image>   (optional: the same class folders; the test set)\n"
-        f"Fix: pass --data-root DIR (or set data.root in the space) where DIR holds train/, or move your class "
-        f"folders into {root}/train/."
+        f"imagefolder data not found at {root} ({found}). Expected either layout:\n"
+        f"  {root}/<class>/<image>        (one folder per class: .png, .jpg, ... images; no test set)\n"
+        f"  {root}/train/<class>/<image>  (the same under train/, and optionally\n"
+        f"  {root}/test/<class>/<image>   the same class folders under test/: the test set)\n"
+        f"Fix: {fix}."
     )
 
 
@@ -116,7 +148,7 @@ def _read_image_split(folder: Path, names: tuple[str, ...], size: int) -> tuple[
         return image.resize((size, size), Image.Resampling.BILINEAR)
 
     try:
-        dataset = torchvision.datasets.ImageFolder(str(folder), transform=resize)
+        dataset = torchvision.datasets.ImageFolder(str(folder), loader=_rgb, transform=resize)
     except FileNotFoundError as exc:  # torchvision: a class folder without a file of an image extension
         raise DataError(f"{folder}: {str(exc).rstrip('.')}. Fix: put at least one image in every class folder, or "
                         "remove the empty folder.") from None
@@ -133,3 +165,18 @@ def _read_image_split(folder: Path, names: tuple[str, ...], size: int) -> tuple[
         x[i], y[i] = np.asarray(image, dtype=np.uint8), label
     return x, y
 
+
+def _rgb(path: str) -> Image.Image:
+    """The image at path as RGB, whatever its mode: 16- and 32-bit integer grayscale taken as 0..65535 and float
+    grayscale as 0..1, each scaled to 0..255 (PIL's own conversion would clip them to white); a palette with
+    transparency through RGBA; alpha dropped; every other mode by PIL's conversion."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+            scale = 255.0 if image.mode == "F" else 255.0 / 65535.0
+            grey = np.clip(np.rint(np.asarray(image, dtype=np.float64) * scale), 0, 255).astype(np.uint8)
+            return Image.fromarray(grey).convert("RGB")
+        if image.mode in ("P", "PA") and "transparency" in image.info:
+            return image.convert("RGBA").convert("RGB")
+        return image.convert("RGB")
