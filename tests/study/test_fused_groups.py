@@ -23,6 +23,7 @@ from hpsearch.cli import main
 from hpsearch.results import dashboard
 from hpsearch.space import Space
 from hpsearch.study.storage import running_dir
+from hpsearch.study.trials import Trials
 from hpsearch.study.worker import Worker
 
 TINY = Path(__file__).resolve().parents[1] / "spaces" / "tiny.yaml"
@@ -81,7 +82,7 @@ def test_a_pruned_member_is_told_at_once_and_the_others_go_on(tmp_path: Path) ->
     study = optuna.create_study(study_name="tiny", storage=url, direction="maximize", pruner=PruneOdd(),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     worker = Worker.open(space, url)
-    worker = Worker(space, url, worker.device, worker.data, study, worker.store, worker.running)
+    worker = Worker(space, url, worker.device, worker.data, study, worker.artifacts, worker.running)
     study, lines = run_groups(space, url, k=4, trials=4, worker=worker)
     pruned = [t for t in study.trials if t.number % 2]
     done = [t for t in study.trials if not t.number % 2]
@@ -134,16 +135,20 @@ def test_an_interrupted_group_is_failed_retried_and_each_member_resumes_alone(tm
         assert t.intermediate_values[1] == original.intermediate_values[1]
 
 
-def test_a_crashed_group_is_found_stale_retried_and_each_member_resumes_alone(tmp_path: Path) -> None:
+def test_a_crashed_group_is_found_stale_retried_and_each_member_resumes_alone(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies in epoch 2 with nothing recorded (as under SIGKILL: the real signal is test_workers.py's)."""
     url = f"sqlite:///{tmp_path / 's.db'}"
     space = tiny("train.epochs=3", "study.heartbeat_interval=1", "study.grace_period=2")
 
     def crash(trial: optuna.Trial, epoch: int, metrics: dict[str, float]) -> None:
         if epoch == 2:
-            raise SystemExit("the process dies")  # nothing records it: its trials are left running
+            monkeypatch.setattr(Trials, "_stop", lambda *args: None)  # a dead process records nothing
+            raise SystemExit("the process dies")
 
     with pytest.raises(SystemExit):
         run_groups(space, url, k=2, trials=2, on_epoch=crash)
+    monkeypatch.undo()
     study = optuna.load_study(study_name="tiny", storage=url)
     assert [t.state for t in study.trials] == [TrialState.RUNNING] * 2
     time.sleep(3)  # their heartbeats go stale (grace period 2 s)

@@ -5,6 +5,6 @@ The top of the package: it may import every part, and no part imports it (a CI c
 `hpsearch validate` stay fast.
 """
 
-from .app import main
+from .app import entry, main
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]

@@ -1,7 +1,5 @@
 """`python -m hpsearch.cli`: the `hpsearch` command (the benchmark launches runs this way)."""
 
-import sys
+from .app import entry
 
-from .app import main
-
-sys.exit(main())
+entry()

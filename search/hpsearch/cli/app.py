@@ -149,7 +149,8 @@ def _positive_float(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops a command as Ctrl-C does, from the start
+    # SIGTERM and SIGHUP (a closed terminal) stop a command as Ctrl-C does, from the start
+    previous = {s: signal.signal(s, _interrupt) for s in _TERMINATING}
     try:
         return int(_VERBS[args.verb](args))
     except HpsearchError as exc:  # anything else is a bug, and keeps its traceback
@@ -162,7 +163,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush does not fail again
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def entry() -> None:
+    """The `hpsearch` console script: main, then exit with its status. An interrupted command has said so once;
+    a signal that comes while the process exits is ignored, so no exit handler is cut short with a traceback."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        for s in (signal.SIGINT, *_TERMINATING):
+            signal.signal(s, signal.SIG_IGN)
+    sys.exit(code)
+
+
+_TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

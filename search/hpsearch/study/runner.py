@@ -90,7 +90,7 @@ def run(plan: Plan, worker: Worker | None = None) -> int:
                         name=f"hpsearch-worker-{i}")
         p.start()
         procs.append(p)
-    previous = {s: signal.signal(s, _forward(procs)) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _forward(procs)) for s in STOP_SIGNALS}
     try:
         for p in procs:
             while p.is_alive():
@@ -112,7 +112,8 @@ def run(plan: Plan, worker: Worker | None = None) -> int:
 
 
 def _forward(procs: Sequence[multiprocessing.process.BaseProcess]) -> Callable[[int, FrameType | None], None]:
-    """Pass SIGINT/SIGTERM on to the workers once (a terminal's Ctrl-C reaches them directly too)."""
+    """Pass SIGINT (as itself) or SIGTERM and SIGHUP (as SIGTERM) on to the workers once (a terminal's Ctrl-C
+    reaches them directly too)."""
     sent = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -123,7 +124,7 @@ def _forward(procs: Sequence[multiprocessing.process.BaseProcess]) -> Callable[[
         for p in procs:
             if p.is_alive() and p.pid is not None:
                 try:
-                    os.kill(p.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+                    os.kill(p.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
                 except ProcessLookupError:
                     pass
 
@@ -211,11 +212,14 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
                   f"{time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
         progress = Progress(plan.space, bars=progress_bars, prefix=tag)
         deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
+        stop = Stop()
         trials = Trials(worker, fuse=plan.fuse, claim=_claimer(slots, plan.trials, local=slots is None),
-                        deadline=deadline, progress=progress.epoch, finished=progress.finished, run=plan.run)
-    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+                        deadline=deadline, progress=progress.epoch, finished=progress.finished, run=plan.run,
+                        check=stop.check)
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     try:
         trials.run()
+        stop.check()  # a signal while the last trial was told: the run was stopped all the same
     except KeyboardInterrupt as exc:
         progress.close()
         print(f"\nhpsearch: {tag}interrupted ({interruption(exc)}); the running trials are recorded as failed, "
@@ -251,8 +255,24 @@ def startup() -> Iterator[None]:
         gc.enable()  # the search collects, whoever paused collection before (the forkserver's preload)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    """Turn the first SIGINT/SIGTERM into KeyboardInterrupt; ignore repeats while the trial is being recorded."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+# Ctrl-C, a scheduler's stop, a closed terminal (no SIGHUP on Windows)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Stop:
+    """The signal handler of a running search: the first SIGINT, SIGTERM or SIGHUP is kept, and raised as
+    KeyboardInterrupt (with its name) only at the search's safe points, `check()`: before a trial is asked and
+    after each training step. So a signal never lands inside asking a trial, starting its heartbeat or telling it,
+    and every trial open at that point is recorded (study/trials.py). Later signals are ignored: the stop is under
+    way."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.name is None:
+            self.name = signal.Signals(signum).name
+
+    def check(self) -> None:
+        if self.name is not None:
+            raise KeyboardInterrupt(self.name)

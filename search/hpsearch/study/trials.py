@@ -67,15 +67,17 @@ class _Open:
 class Trials:
     """A worker's trials: `claim()` says whether the run may start one more (runner: the run's shared count),
     `deadline` (time.monotonic()) after which none is asked, `progress` the per-epoch hook of the trial shown,
-    `finished(study, trial)` called for every trial told."""
+    `finished(study, trial)` called for every trial told, `check()` at every safe point (before a trial is asked,
+    after every training step): what it raises stops the run there (the runner's signals, study/runner.py)."""
 
     def __init__(self, worker: Worker, *, fuse: int = 1, claim: Callable[[], bool] = lambda: True,
                  deadline: float | None = None, progress: Progress | None = None, finished: Finished | None = None,
-                 keep_running: bool = True, keep_checkpoints: bool = True, run: str = "") -> None:
+                 keep_running: bool = True, keep_checkpoints: bool = True, run: str = "",
+                 check: Callable[[], None] = lambda: None) -> None:
         self.worker, self.study, self.space = worker, worker.study, worker.space
         self.records = Records(worker, keep_running=keep_running, keep_checkpoints=keep_checkpoints, run=run)
         self.k, self.claim, self.deadline = fuse, claim, deadline
-        self.progress, self.finished = progress, finished
+        self.progress, self.finished, self.check = progress, finished, check
         self.grid = isinstance(self.study.sampler, optuna.samplers.GridSampler)
         self.pending: list[_Open] = []  # asked, waiting for a group that fits them
         self.open: dict[int, _Open] = {}  # every trial asked and not yet told, by number
@@ -88,6 +90,7 @@ class Trials:
         self.heartbeats.start()
         try:
             while True:
+                self.check()
                 leader = self.pending.pop(0) if self.pending else self._ask(None)
                 if leader is None:
                     break
@@ -97,6 +100,11 @@ class Trials:
                 if not leader.chain and self.k > 1:
                     fixed = None if self.grid else structural_params(leader.trial.params, self.space.cases)
                     shape = structure(leader.config)
+                    for waiting in list(self.pending):  # trials that waited for a group of their structure
+                        fits = waiting.config is not None and structure(waiting.config) == shape
+                        if len(members) < self.k and not waiting.chain and fits:
+                            self.pending.remove(waiting)
+                            members.append(waiting)
                     while len(members) < self.k and (asked := self._ask(fixed)) is not None:
                         if asked.config is None:
                             continue
@@ -113,6 +121,10 @@ class Trials:
             raise
         except STORAGE_FAULTS as exc:  # training, asking or telling: every open trial is cut short
             raise self._storage_fault(exc) from None
+        except BaseException as exc:  # anything else that ends the run leaves no trial open
+            for item in list(self.open.values()):
+                self._stop(item, f"the worker stopped: {type(exc).__name__}: {first_line(exc)[:300]}")
+            raise
         finally:
             self.heartbeats.stop()
 
@@ -146,7 +158,10 @@ class Trials:
 
     def grid_done(self) -> bool:
         """Whether every point of the grid has a trial that ran or runs: one more would repeat a point (Optuna's
-        grid gives a running point again once none is left). Points are read from the trials' parameters."""
+        grid gives a running point again once none is left). Points are read from the trials' parameters; where a
+        branch leaves some unsuggested, the grid's own word that every point has finished decides."""
+        if self.study.sampler.is_exhausted(self.study):  # type: ignore[union-attr]
+            return True
         params = self.space.params()
         names = list(params)
         points = math.prod(len(p.grid() or ()) for p in params.values())
@@ -206,7 +221,7 @@ class Trials:
             members.append(member)
         failure: BaseException | None = None
         try:
-            train_group(members, self.worker.data, propagate=STORAGE_FAULTS)
+            train_group(members, self.worker.data, propagate=STORAGE_FAULTS, check=self.check)
         except Exception as exc:  # noqa: BLE001 - the computation itself failed (out of memory): every trial in it
             if isinstance(exc, STORAGE_FAULTS):
                 raise

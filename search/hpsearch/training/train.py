@@ -118,12 +118,15 @@ def train(config: TrialConfig, data: DeviceData | None = None, on_epoch: Hook | 
 
 
 def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple[type[BaseException], ...] = (),
-                mode: str | None = None, also_evaluate: dict[str, tuple[Tensor, Tensor]] | None = None) -> None:
+                mode: str | None = None, also_evaluate: dict[str, tuple[Tensor, Tensor]] | None = None,
+                check: Callable[[], None] | None = None) -> None:
     """Train every member on `data`, all on each batch before the next; each ends with its `result` or `error`.
 
     `propagate`: exceptions of a member's hooks or build that end the whole call instead of that member (a lost
     storage). `also_evaluate`: more (uint8 images, labels) sets, measured after every epoch like the validation
-    split; their `<name>_loss` and `<name>_acc` join each epoch's metrics and never choose the best epoch. Members
+    split; their `<name>_loss` and `<name>_acc` join each epoch's metrics and never choose the best epoch.
+    `check()` is called after every step, a safe point: what it raises (a stop the caller was asked for) ends the
+    call there, with every member's last finished epoch recorded by its hooks. Members
     that resume must all resume after the same epoch. An exception of the computation itself (out of memory)
     ends the call with every member still training left as it was: the caller decides their fate.
     """
@@ -182,6 +185,8 @@ def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple
             loss_sum += losses * len(y)
             correct += n_correct
             seen += len(y)
+            if check is not None:
+                check()
         sums = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
         train_seconds = time.perf_counter() - epoch_start
         measured = {"val": _evaluate(fused, runs, data.val_x, data.val_y, data, channels_last)}
