@@ -30,7 +30,7 @@ def test_run_records_trials_with_dotted_params_attrs_and_checkpoints(workdir: Pa
     assert main(["run", str(TINY), "--trials", "3"]) == 0
     out = capsys.readouterr().out
     assert out.count("COMPLETE") == 3 and "best: trial" in out
-    assert "optuna-dashboard sqlite:///studies/tiny.db --artifact-dir studies/tiny/artifacts" in out
+    assert "hpsearch dashboard " + str(TINY) + "   # optuna-dashboard on the study" in out
 
     study = study_of(workdir)
     assert len(study.trials) == 3
@@ -112,11 +112,13 @@ def test_failed_trials_are_recorded_with_a_reason_and_the_study_goes_on(workdir:
             member.on_leave(member)
 
     monkeypatch.setattr(trials, "train_group", explode)
-    assert main(["run", str(TINY), "--trials", "2"]) == 0
+    assert main(["run", str(TINY), "--trials", "2"]) == 1  # nothing completed: the run failed
+    assert "every trial of this run failed (2)" in capsys.readouterr().err
+    assert main(["run", str(TINY), "--trials", "2"]) == 1
     out = capsys.readouterr().out
     assert out.count("FAIL") == 2 and "reason: training loss is nan at epoch 2" in out
     trials = study_of(workdir).trials
-    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 4
     assert trials[0].user_attrs["fail_reason"] == "training loss is nan at epoch 2"
 
 
@@ -306,4 +308,55 @@ def test_a_finished_grid_runs_nothing_more(workdir: Path, capsys: pytest.Capture
     trials = study_of(workdir).trials
     assert sorted((t.params["model.width"], t.params["optimizer"]) for t in trials) == [
         (4, "adam"), (4, "sgd"), (8, "adam"), (8, "sgd")]
-    assert "0 new trials" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 new trials" in out and "the grid's 4 points are all done" in out
+
+
+def test_a_run_stopped_before_its_first_trial_leaves_the_next_runs_seed_as_it_was(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same space and seed give the same trials whether or not an earlier start of the study was stopped."""
+    from hpsearch.study.trials import Trials
+
+    assert main(["run", str(TINY), "--trials", "3", "--set", "study.name=plain"]) == 0
+    run = Trials.run
+
+    def stopped(self: Trials) -> None:
+        raise KeyboardInterrupt("SIGINT")
+
+    monkeypatch.setattr(Trials, "run", stopped)
+    assert main(["run", str(TINY), "--trials", "3", "--set", "study.name=restarted"]) == 130
+    monkeypatch.setattr(Trials, "run", run)
+    assert main(["run", str(TINY), "--trials", "3", "--set", "study.name=restarted"]) == 0
+    assert [t.params for t in study_of(workdir, "restarted").trials] == [t.params for t in
+                                                                          study_of(workdir, "plain").trials]
+
+
+def test_a_study_folder_removed_during_a_run_is_made_again_for_the_next_checkpoint(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from hpsearch.study.progress import Progress
+
+    finished = Progress.finished
+
+    def line(self: Progress, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        finished(self, study, trial)
+        if trial.number == 0:  # the study's folder goes, checkpoints and all
+            shutil.rmtree(workdir / "studies" / "tiny")
+
+    monkeypatch.setattr(Progress, "finished", line)
+    assert main(["run", str(TINY), "--trials", "3", "--set", "study.keep_checkpoints=3"]) == 0
+    last = study_of(workdir).trials[-1]
+    assert (workdir / "studies" / "tiny" / "artifacts" / last.user_attrs[CHECKPOINT_ATTR]).is_file()
+
+
+def test_a_grid_with_a_branch_stops_once_optuna_s_grid_is_done(workdir: Path) -> None:
+    """adam's trials never suggest sgd's lr: the grid's own count (2 widths x 2 optimizers x 2 lrs) decides."""
+    grid = ["--set", "study.sampler={name: grid}", "--set", "optimizer.choose.sgd.lr={type: categorical, "
+            "choices: [0.01, 0.05]}"]
+    assert main(["run", str(TINY), "--trials", "20", *grid]) == 0
+    assert main(["run", str(TINY), "--trials", "20", *grid]) == 0
+    trials = study_of(workdir).trials
+    assert len(trials) == 8
+    assert {(t.params["model.width"], t.params["optimizer"], t.params.get("optimizer.sgd.lr")) for t in trials} == {
+        (w, "sgd", lr) for w in (4, 8) for lr in (0.01, 0.05)} | {(w, "adam", None) for w in (4, 8)}

@@ -57,7 +57,7 @@ def test_a_non_finite_validation_metric_fails_the_trial(workdir: Path, monkeypat
         return {**real_evaluate(*args, **kwargs), "loss": float("inf")}
 
     monkeypatch.setattr(train_module, "evaluate", inf_loss)
-    assert main(["run", str(TINY), "--trials", "1", "--set", "study.metric=val_loss"]) == 0
+    assert main(["run", str(TINY), "--trials", "1", "--set", "study.metric=val_loss"]) == 1  # it alone failed
     trial = optuna.load_study(study_name="tiny", storage="sqlite:///studies/tiny.db").trials[0]
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["fail_reason"] == "validation val_loss is inf in epoch 1: the run diverged"

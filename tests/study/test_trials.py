@@ -7,7 +7,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from runs import run_trials
 
@@ -28,7 +27,7 @@ def in_memory_worker(space: Space, tmp_path: Path, study: optuna.Study) -> Worke
     device = resolve_device(space.fixed_train_device())
     (tmp_path / "artifacts").mkdir(exist_ok=True)
     return Worker(space, "", device, prepare(space.fixed_data(), device), study,
-                  FileSystemArtifactStore(tmp_path / "artifacts"), tmp_path / "running")
+                  tmp_path / "artifacts", tmp_path / "running")
 
 
 @pytest.fixture

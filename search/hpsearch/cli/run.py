@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import shlex
 import sys
@@ -12,6 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import keys
+from ..errors import EXIT_FAULT
 from .locate import UsageError, load_args
 
 if TYPE_CHECKING:
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..study.runner import Plan, run, startup
-    from ..study.storage import artifact_dir
 
     run_id = uuid.uuid4().hex  # on every trial this command starts (keys.RUN): the summary counts those
     args.workers = _worker_count(args)
@@ -36,9 +37,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             trials = 1
             print("hpsearch: the space searches nothing: running 1 trial (--trials N repeats it)", file=sys.stderr)
         code = run(Plan(space, url, name, trials, args.timeout, args.workers, gpus, run_id, space.study.fuse), worker)
-        _summary(study, space, args, url, run_id, artifact_dir(url, name))  # study.trials reads the storage anew
+        outcome = _summary(study, space, args, url, run_id)
+        if not sum(outcome.values()):  # started no trial: its mark must not move the next run's seed
+            from ..study.seeds import forget
+            from ..study.storage import open_storage
+
+            storage = open_storage(url)
+            forget(storage, storage.get_study_id_from_name(name), run_id)
     finally:
         gc.unfreeze()  # what start-up froze: collected again once the command ends
+    if code == 0 and outcome.get("FAIL") and not outcome.get("COMPLETE") and not outcome.get("PRUNED"):
+        print(f"hpsearch: every trial of this run failed ({outcome['FAIL']}); see the reasons above",
+              file=sys.stderr)
+        return EXIT_FAULT  # nothing learnt: a script or a scheduler must see that the run failed
     return code
 
 
@@ -114,7 +125,8 @@ def _check_gpus(text: str | None) -> tuple[str, ...]:
     return ids
 
 
-def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, run_id: str, artifacts: Any) -> None:
+def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, run_id: str) -> dict[str, int]:
+    """Print what the run did, its best trial and the next commands; return this run's trials by state name."""
     import optuna
 
     from ..study.storage import redact
@@ -125,20 +137,24 @@ def _summary(study: Any, space: Any, args: argparse.Namespace, url: str, run_id:
     counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items() if n)
     print(f"\n{len(trials)} new trial{'s' if len(trials) != 1 else ''} ({counts or 'none'}); {len(everything)} in "
           "the study")
+    if not trials and isinstance(study.sampler, optuna.samplers.GridSampler):
+        points = math.prod(len(p.grid() or ()) for p in space.params().values())
+        print(f"the grid's {points} points are all done: nothing more to run (a new --study runs the grid again)")
     try:
         best = study.best_trial
     except ValueError:
         print("no completed trial yet")
-        return
+        return states
     print(f"best: trial {best.number}, {space.study.metric}={best.value:.4f} "
           f"(epoch {best.user_attrs.get(keys.BEST_EPOCH, '?')})")
     for key, value in best.params.items():
         print(f"  {key}: {value}")
-    for line in next_steps(args, redact(url), study.study_name, str(artifacts)):
+    for line in next_steps(args, redact(url), study.study_name):
         print(line)
+    return states
 
 
-def next_steps(args: argparse.Namespace, url: str, study_name: str, artifacts: str) -> list[str]:
+def next_steps(args: argparse.Namespace, url: str, study_name: str) -> list[str]:
     """The `next:` lines after a run, each a command that works when pasted: shell-quoted, and carrying what the
     user typed (--set, --data-root, --study, --storage, --workers, --gpus). The results verbs name the study by
     --storage and --study unless the space file alone names the same one."""
@@ -161,5 +177,5 @@ def next_steps(args: argparse.Namespace, url: str, study_name: str, artifacts: s
     return ["", "next:",
             f"  hpsearch report {where} --plots plots   # the best trials, a summary, plots",
             f"  hpsearch export {where} --out best.pt   # the best trial's checkpoint, for evaluate",
-            f"  optuna-dashboard {q(url)} --artifact-dir {q(artifacts)}",
+            f"  hpsearch dashboard {where}   # optuna-dashboard on the study, serving its checkpoints",
             f"  hpsearch run {' '.join(again)} --trials 20   # add trials"]

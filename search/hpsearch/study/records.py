@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.artifacts import upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
@@ -34,7 +34,7 @@ Progress = Callable[[optuna.Trial, int, dict[str, float]], None]
 
 
 class Records:
-    """A worker's way of recording its trials: its artifact store (None: no checkpoints kept), its running-state
+    """A worker's way of recording its trials: its artifact folder (None: no checkpoints kept), its running-state
     folder (None: none kept), the study's metric, the command's id (keys.RUN).
 
     A trial keeps its running state after an epoch once `study.resume_interval` seconds have passed since it started
@@ -46,7 +46,7 @@ class Records:
                  run: str = "") -> None:
         self.space = worker.space
         self.metric = worker.space.study.metric
-        self.store = worker.store if keep_checkpoints else None
+        self.artifacts: Path | None = worker.artifacts if keep_checkpoints else None
         self.running: Path | None = worker.running if keep_running else None
         self.run = run
 
@@ -105,7 +105,7 @@ class Records:
         nothing (on a small validation set ties are common, and each would have cost a save and an eviction).
         """
         k = self.space.study.keep_checkpoints
-        if self.store is None or k == 0:
+        if self.artifacts is None or k == 0:
             return
         study = trial.study
         higher = maximize(self.metric)  # the study's direction: the checker ties it to the metric
@@ -118,9 +118,11 @@ class Records:
                                           trial.number, result.class_names, study.study_name, result.best_epoch,
                                           mean=data.mean.flatten().tolist(), std=data.std.flatten().tolist())
         try:
+            self.artifacts.mkdir(parents=True, exist_ok=True)  # again each time: the folder may have been removed
+            store = FileSystemArtifactStore(self.artifacts)
             with tempfile.TemporaryDirectory() as tmp:
                 path = checkpoint.save(payload, Path(tmp) / f"trial-{trial.number}.pt")
-                artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial,
+                artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
                                               mimetype="application/octet-stream")
         except (OSError, checkpoint.CheckpointError) as exc:  # a full disk: the trial's result stands, unweighted
             reason = f"cannot store the checkpoint: {exc}"
@@ -132,7 +134,7 @@ class Records:
                         reverse=higher)
         for t in ranked[k - 1:]:  # this trial takes one of the k places
             try:
-                self.store.remove(t.user_attrs[keys.CHECKPOINT])
+                store.remove(t.user_attrs[keys.CHECKPOINT])
             except (ArtifactNotFound, FileNotFoundError):
                 pass  # already removed by an earlier trial or another worker
             except OSError as exc:  # a folder turned read-only: the older checkpoint stays, this trial's result too

@@ -59,3 +59,10 @@ def concurrent_offset(storage: Any, study_id: int, run: str, trials_so_far: int)
     if len(peers) <= 1:
         return 0
     return CONCURRENT_SEED_STRIDE * (1 + zlib.crc32(run.encode()) % 4_093)
+
+
+def forget(storage: Any, study_id: int, run: str) -> None:
+    """Clear this run's mark: a run that ended without starting a trial (stopped while it started, or with nothing
+    left to run) must not count as a concurrent run for the next one at the same trial count, which would move that
+    run's seed."""
+    storage.set_study_system_attr(study_id, RUN_MARK + run, None)

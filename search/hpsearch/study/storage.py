@@ -18,7 +18,6 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.artifacts import FileSystemArtifactStore
 
 from ..errors import HpsearchError
 from ..space import Space, StudySpec
@@ -57,12 +56,6 @@ def artifact_dir(url: str, study_name: str) -> Path:
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         return Path(url[len("sqlite:///"):]).parent / study_name / "artifacts"
     return DEFAULT_DIR / study_name / "artifacts"
-
-
-def artifact_store(url: str, study_name: str) -> FileSystemArtifactStore:
-    path = artifact_dir(url, study_name)
-    path.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(path)
 
 
 def running_dir(url: str, study_name: str) -> Path:

@@ -1,5 +1,5 @@
 """One worker's resources, made once per process and handed to every trial it runs: the device, the data set on it,
-the study, and the study's artifact store and running-checkpoint folder.
+the study, and the study's artifact folder and running-checkpoint folder.
 
 Nothing else loads data or opens the study for a trial: each trial (alone or in a group trained together)
 takes a Worker. A study made from another space is refused before the data loads; missing data fails before the
@@ -13,12 +13,11 @@ from pathlib import Path
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore
 
 from ..space import Space
 from ..training.data import DeviceData, prepare
 from ..training.device import repeatable_cublas, resolve_device
-from .storage import artifact_store, open_if_exists, open_storage, running_dir
+from .storage import artifact_dir, open_if_exists, open_storage, running_dir
 from .studies import check_resumable, create_or_resume
 
 
@@ -29,7 +28,7 @@ class Worker:
     device: torch.device  # where every trial of this worker trains
     data: DeviceData  # the data set on that device, split; every trial reuses the tensors
     study: optuna.Study  # opened once, with this worker's sampler seed (seeds.py)
-    store: FileSystemArtifactStore  # the best trials' checkpoints
+    artifacts: Path  # the artifact store's folder: the best trials' checkpoints
     running: Path  # running trials' last saved states, for retries (resume.py)
 
     @classmethod
@@ -53,4 +52,4 @@ class Worker:
         study = create_or_resume(space, url, study_name, process, storage or open_storage(url, space.study), run,
                                  existing=existing)
         name = study.study_name
-        return cls(space, url, device, data, study, artifact_store(url, name), running_dir(url, name))
+        return cls(space, url, device, data, study, artifact_dir(url, name), running_dir(url, name))
