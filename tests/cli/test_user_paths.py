@@ -139,6 +139,57 @@ def test_ctrl_c_in_any_verb_says_so_and_exits_130(monkeypatch: pytest.MonkeyPatc
     assert "interrupted (Ctrl-C);" in err and "()" not in err
 
 
+@pytest.mark.parametrize("argv, example", [
+    (["export", "{where}", "--out", "{out}"], "best.pt"),
+    (["export", "{where}", "--format", "exported", "--out", "{out}"], "best.pt2"),
+    (["export", "{where}", "--format", "torchscript", "--out", "{out}"], "best.ts"),
+    (["report", "{where}", "--out", "{out}"], "report.txt"),
+    (["report", "{where}", "--format", "html", "--out", "{out}"], "report.html"),
+    (["report", "{where}", "--format", "csv", "--out", "{out}"], "best.csv"),
+    (["retrain", "{where}", "--out", "{out}"], "final.pt"),
+    (["schema", "--out", "{out}"], "space.schema.json"),
+])
+def test_an_unusable_out_is_refused_with_an_example_that_fits_the_verb(searched: Searched, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str],
+                                                                      argv: list[str], example: str) -> None:
+    """--out a folder, or a pipe: the message's example is a file the verb writes (an exported model is a .pt2, a
+    report is no checkpoint)."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for out, said in ((tmp_path, f"is a folder; give a file path such as {tmp_path / example}\n"),
+                      (pipe, f"is not a regular file (a device or a pipe), which writing would replace; give a file "
+                             f"path such as {example}\n")):
+        filled = [x for a in argv for x in (searched.where() if a == "{where}" else [a.format(out=out)])]
+        assert said in _error(capsys, filled)
+
+
+@pytest.mark.parametrize("verb, after, said", [
+    (["export", "{where}", "--format", "exported", "--out", "{out}/best.pt2"], "metric_name",
+     "after writing the export {out}/best.pt2; nothing was left half-written"),
+    (["report", "{where}", "--plots", "{out}/plots"], "render",
+     "after writing {out}/plots/optimization_history.png, {out}/plots/learning_curves.png, "),
+])
+def test_ctrl_c_after_a_verb_wrote_its_output_says_what_was_written(searched: Searched, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    verb: list[str], after: str, said: str) -> None:
+    """Ctrl-C that lands once the export (or the plots) is written: exit 130 still, and the message says what was
+    written, whole, rather than only that nothing was left half-written."""
+    from hpsearch.results import report
+
+    def pressed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, after, pressed)  # the next step of the verb, once its output is written
+    argv = [x for a in verb for x in (searched.where() if a == "{where}" else [a.format(out=tmp_path)])]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"\nhpsearch: interrupted (Ctrl-C) {said.format(out=tmp_path)}" in err, err
+    assert err.count("interrupted") == 1 and "Traceback" not in err
+    if verb[0] == "export":
+        assert torch.export.load(str(tmp_path / "best.pt2")).module()(torch.rand(1, 3, 32, 32)).shape == (1, 4)
+
+
 def test_the_space_guard_refuses_before_the_data_is_looked_for(workdir: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(TINY), "--trials", "1", *FAST]) == 0
@@ -201,7 +252,7 @@ def test_a_checkpoint_does_not_choose_where_hpsearch_writes(searched: Searched, 
     payload["config"]["data"].update(dataset="cifar100", root=str(target), download=True)
     checkpoint.save(payload, path)
     err = _error(capsys, ["evaluate", str(path)])
-    assert "cifar100 data not found" in err and "not tried (download: false)" in err
+    assert "cifar100 data not found" in err and "Download: never by evaluate" in err
     assert not (tmp_path / "chosen").exists()
 
 

@@ -16,6 +16,7 @@ import optuna
 import pytest
 import torch
 from conftest import TINY, Searched
+from fulldisk import FILL, HERE
 from optuna.trial import TrialState
 
 import hpsearch
@@ -210,6 +211,47 @@ def test_evaluate_gives_test_accuracy_top5_and_per_class(searched: Searched, tmp
         mask = y == c
         right = int((logits.argmax(1)[mask] == c).sum())
         assert rows[f"class_{c}"] == [str(int(mask.sum())), str(right), f"{right / int(mask.sum()):.4f}"]
+
+
+@pytest.mark.parametrize("fmt, name", [("checkpoint", "best.pt"), ("torchscript", "best.ts"), ("exported", "best.pt2")])
+def test_a_full_disk_fails_an_export_with_one_message_and_no_file(searched: Searched, tmp_path: Path, fmt: str,
+                                                                  name: str) -> None:
+    """The disk fills 1,000 bytes into the file: one message (what, where, the fix), exit 1 (the machine's fault),
+    and no file, partial or temporary, whatever the format. torch.export's writer, handed the failing file, used to
+    abort the process from a destructor (exit 134) after the message; it runs in a child process for that reason."""
+    out = tmp_path / "out" / name
+    done = subprocess.run([sys.executable, "-c", FILL.format(here=str(HERE), free=1000), "export", *searched.where(),
+                           "--format", fmt, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"hpsearch: error: cannot write {out}: the disk is full (No space left on device); nothing was written "
+        f"there. Fix: free disk space on the disk of {out.parent}/ (or point --out at another disk), then run the "
+        "command again"]
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("dataset, fix, wrong", [
+    ("cifar10", "to fetch it there first, on a machine with internet access: python -c \"import torchvision; "
+                "torchvision.datasets.CIFAR10('DIR', download=True)\"", ("download: true", "in the space")),
+    ("imagefolder", "Fix: pass --data-root DIR for the image folder the model was trained on, with its test set: "
+                    "DIR/train/<class>/<image> and DIR/test/<class>/<image>.", ("download", "in the space")),
+])
+def test_evaluate_without_its_data_says_the_fix_of_that_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 dataset: str, fix: str,
+                                                                 wrong: tuple[str, ...]) -> None:
+    """evaluate takes --data-root and never downloads: its fix names no space and no `download: true`; a data set
+    torchvision downloads is fetched first, an image folder is named by its layout."""
+    config = TrialConfig(data=DataConfig(dataset=dataset, root=str(tmp_path / "nowhere"), download=True),
+                         model=ModelConfig(stages=1, width=4, blocks_per_stage=1))
+    names = [f"c{i}" for i in range(10)]
+    payload = checkpoint.make_payload(build_model(config.model, 10, config).state_dict(), config, "val_acc", 0.5, 3,
+                                      names, "s", 1, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    path = checkpoint.save(payload, tmp_path / "model.pt")
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{dataset} data not found" in err and str(tmp_path / "nowhere") in err and fix in err
+    assert not any(words in err for words in wrong), err
+    assert not (tmp_path / "nowhere").exists()  # looked for, never made
 
 
 def test_evaluate_reads_data_from_data_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

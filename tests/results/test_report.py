@@ -14,6 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import TINY, Searched
+from fulldisk import fill
 from optuna.trial import TrialState
 
 import hpsearch
@@ -25,6 +26,7 @@ from hpsearch.study.studies import create_or_resume
 
 matplotlib.use("Agg")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"  # a PNG's last chunk: a file cut short lacks it
 
 
 def test_best_trials_ranks_completed_then_pruned_with_every_column(searched: Searched) -> None:
@@ -222,6 +224,7 @@ def test_report_bad_input_is_one_message_and_exit_2(searched_copy: Searched, tmp
 def test_a_report_the_disk_cannot_take_whole_leaves_no_file(searched: Searched, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A file system that finds out at fsync that the disk is full: one message, exit 1 (the machine's fault)."""
     import hpsearch.training.checkpoint as checkpoint
 
     def full(fd: int) -> None:
@@ -229,9 +232,27 @@ def test_a_report_the_disk_cannot_take_whole_leaves_no_file(searched: Searched, 
 
     monkeypatch.setattr(checkpoint.os, "fsync", full)
     out = tmp_path / "r.html"
-    assert main(["report", *searched.where(), "--format", "html", "--out", str(out)]) == 2
-    assert f"cannot write {out}: No space left on device" in capsys.readouterr().err
+    assert main(["report", *searched.where(), "--format", "html", "--out", str(out)]) == 1
+    assert (f"cannot write {out}: the disk is full (No space left on device); nothing was written there. Fix: free "
+            f"disk space on the disk of {tmp_path}/ (or point --out at another disk)") in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # neither a truncated report nor a temporary
+
+
+def test_plots_the_disk_cannot_take_are_one_message_and_no_partial_png(searched: Searched, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The disk fills during the second plot: the first stays whole and is said, the second leaves no file, and the
+    command ends with one message and exit 1."""
+    fill(30_000, monkeypatch.setattr)  # each plot is about 20 kB
+    folder = tmp_path / "plots"
+    assert main(["report", *searched.where(), "--plots", str(folder)]) == 1
+    err = capsys.readouterr().err
+    written = sorted(folder.iterdir())
+    assert len(written) == 1 and written[0].read_bytes().endswith(PNG_END), written
+    assert f"hpsearch: wrote {written[0]}\n" in err and "Traceback" not in err
+    assert err.endswith(f"the disk is full (No space left on device); nothing was written there. Fix: free disk "
+                        f"space on the disk of {folder}/ (or point --plots at another disk), then run the command "
+                        "again\n"), err
 
 
 @pytest.mark.parametrize("argv", [["report", "x.yaml", "--format", "pdf"], ["report", "x.yaml", "--top", "0"]])

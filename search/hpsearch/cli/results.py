@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import keys
+from ..errors import EXIT_INTERRUPTED, interruption
 from .locate import UsageError, checkpoint_file, chosen_trial, locate, open_study, study_args
 
 # The same as report.FORMATS and export.EXPORT_FORMATS (tested), here so that `hpsearch --help` loads no torch.
@@ -122,14 +125,43 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Verbs
 
+# A file name that fits each verb's --out (with its --format), for the examples of its messages.
+OUT_EXAMPLES = {("report", "table"): "report.txt", ("report", "csv"): "best.csv", ("report", "markdown"): "report.md",
+                ("report", "html"): "report.html", ("export", "checkpoint"): "best.pt",
+                ("export", "torchscript"): "best.ts", ("export", "exported"): "best.pt2", ("retrain", None): "final.pt",
+                ("schema", None): "space.schema.json"}
 
-def cmd_report(args: argparse.Namespace) -> int:
+Done = list[str]  # the files a verb has written so far, each whole, in words ("the export best.pt2")
+
+
+def says_what_was_done(verb: Callable[[argparse.Namespace, Done], int]) -> Callable[[argparse.Namespace], int]:
+    """The verb, made to say what it had finished when Ctrl-C (or SIGTERM) lands after its output was written: that
+    output stands whole, and exit status 130 tells a script that the command was stopped. Ctrl-C before any output
+    is main's to report."""
+
+    @functools.wraps(verb)
+    def run(args: argparse.Namespace) -> int:
+        done: Done = []
+        try:
+            return verb(args, done)
+        except KeyboardInterrupt as exc:
+            if not done:
+                raise
+            print(f"\nhpsearch: interrupted ({interruption(exc)}) after writing {', '.join(done)}; nothing was "
+                  "left half-written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return run
+
+
+@says_what_was_done
+def cmd_report(args: argparse.Namespace, done: Done) -> int:
     from ..results import report
     from ..study.storage import artifact_dir
 
     study, url = open_study(args)
     if args.out:
-        _check_writable(args.out)
+        _check_writable(args.out, out_example(args))
     frame = report.trials_frame(study, args.top, artifact_dir(url, study.study_name))
     imps, note = report.importances(study)
     images: dict[str, bytes] = {}
@@ -143,21 +175,36 @@ def cmd_report(args: argparse.Namespace) -> int:
         figures, skipped = plots.make_plots(study)
         images = {name: plots.png(figure) for name, figure in figures.items()}
         if args.plots:
-            try:
-                written = plots.save(images, args.plots)
-            except OSError as exc:
-                raise UsageError(f"cannot write plots into {args.plots}: {exc.strerror or exc}; choose a writable "
-                                 "--plots folder") from None
-            for path in written:
-                print(f"hpsearch: wrote {path}", file=sys.stderr)
+            _save_plots(images, args.plots, done)
             for name, reason in skipped.items():
                 print(f"hpsearch: no {name}.png: {reason}", file=sys.stderr)
     text = report.render(args.format, frame, report.summarize(study, url), imps, note, images, skipped)
-    _emit(text, args.out)
+    _emit(text, args.out, out_example(args))
+    if args.out:
+        done.append(f"the report {args.out}")
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def _save_plots(images: dict[str, bytes], folder: str, done: Done) -> None:
+    """Each plot written whole into folder, said as it is; one message when the folder cannot take them."""
+    from ..results import plots
+    from ..results.files import FULL, disk_full
+
+    def written(path: Path) -> None:
+        print(f"hpsearch: wrote {path}", file=sys.stderr)
+        done.append(str(path))
+
+    try:
+        plots.save(images, folder, written)
+    except OSError as exc:  # the folder cannot be made
+        if exc.errno in FULL:
+            raise disk_full(folder, exc, "--plots") from None
+        raise UsageError(f"cannot write plots into {folder}: {exc.strerror or exc}; choose a writable --plots "
+                         "folder") from None
+
+
+@says_what_was_done
+def cmd_export(args: argparse.Namespace, done: Done) -> int:
     from ..results.export import export
     from ..results.report import metric_name
     from ..training.checkpoint import load_payload
@@ -168,8 +215,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                              "--study")
         source = Path(args.space)
         payload = load_payload(source)
-        _check_writable(args.out)
+        _check_writable(args.out, out_example(args))
         path = export(source, args.out, args.format)
+        done.append(f"the export {path}")
         origin = f"trial {payload.get('trial')} of study {payload.get('study')!r}, " \
             if payload.get("trial") is not None else ""
         print(f"wrote {path}: {origin}{payload.get('metric')}={float(payload.get('value') or 0):.4f}, from "
@@ -178,8 +226,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         study, url = open_study(args)
         trial = chosen_trial(study, args.trial)
         source = checkpoint_file(study, url, trial)
-        _check_writable(args.out)
+        _check_writable(args.out, out_example(args))
         path = export(source, args.out, args.format)
+        done.append(f"the export {path}")
         metric = metric_name(study)
         print(f"wrote {path}: trial {trial.number} of study {study.study_name!r}, {metric}={trial.value:.4f} "
               f"(epoch {trial.user_attrs.get(keys.BEST_EPOCH, '?')}), as {args.format}")
@@ -216,15 +265,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_retrain(args: argparse.Namespace) -> int:
+@says_what_was_done
+def cmd_retrain(args: argparse.Namespace, done: Done) -> int:
     from ..results.evaluation import retrain, with_data
+    from ..results.files import write_torch
     from ..study.studies import trial_config
-    from ..training.checkpoint import save
 
     study, url = open_study(args)
     trial = chosen_trial(study, args.trial)
     config = trial_config(study, trial)  # before any file is written: a plain Optuna study has none
-    _check_writable(args.out)
+    _check_writable(args.out, out_example(args))
     config = with_data(config, args.data_root, args.device)
     epochs = config.train.epochs
     print(f"hpsearch: retraining trial {trial.number} of study {study.study_name!r} ({config.metric}="
@@ -236,7 +286,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
               f"{metrics['train_acc']:.4f}{test}  {metrics['seconds']:.1f}s", file=sys.stderr, flush=True)
 
     result = retrain(config, trial.number, study.study_name, on_epoch, test_every_epoch=args.test_every_epoch)
-    path = save(result.payload, args.out)
+    path = write_torch(args.out, result.payload)
+    done.append(f"the retrained model {path}")
     print(f"retrained trial {trial.number}: {result.train_images:,} images (train+val), {result.epochs} "
           f"epoch{'s' if result.epochs != 1 else ''}, "
           f"{result.seconds:.1f}s, {result.parameters:,} parameters")
@@ -287,20 +338,27 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from ..study.samplers import space_schema
 
-    _emit(json.dumps(space_schema(), indent=2) + "\n", args.out)
+    _emit(json.dumps(space_schema(), indent=2) + "\n", args.out, out_example(args))
     return 0
 
 
-def _check_writable(path: str) -> None:
-    """Fail before the work, not after it: the folder must exist (or be creatable) and take a file."""
+def out_example(args: argparse.Namespace) -> str:
+    """A file name that fits the verb's --out (OUT_EXAMPLES): best.pt2 for an exported model, report.html for an
+    html report."""
+    return OUT_EXAMPLES[args.verb, getattr(args, "format", None)]
+
+
+def _check_writable(path: str, example: str) -> None:
+    """Fail before the work, not after it: the folder must exist (or be creatable) and take a file. `example` is a
+    file name that fits the verb (out_example), for the message."""
     import tempfile
 
     target = Path(path)
     if target.is_dir():
-        raise UsageError(f"--out {path} is a folder; give a file path such as {target / 'best.pt'}")
+        raise UsageError(f"--out {path} is a folder; give a file path such as {target / example}")
     if target.exists() and not target.is_file():
         raise UsageError(f"--out {path} is not a regular file (a device or a pipe), which writing would replace; "
-                         "give a file path such as best.pt")
+                         f"give a file path such as {example}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=target.parent):
@@ -309,14 +367,14 @@ def _check_writable(path: str) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}; choose a writable --out path") from None
 
 
-def _emit(text: str, out: str | None) -> None:
+def _emit(text: str, out: str | None, example: str) -> None:
     if not out:
         sys.stdout.write(text)
         return
-    from ..training.checkpoint import write_atomic
+    from ..results.files import write_file
 
-    _check_writable(out)
-    write_atomic(out, lambda f: f.write(text.encode("utf-8")))  # a full disk leaves no half-written report
+    _check_writable(out, example)
+    write_file(out, text.encode("utf-8"))  # a full disk leaves no half-written report
     print(f"hpsearch: wrote {out}", file=sys.stderr)
 
 

@@ -7,6 +7,7 @@ set measures the model that was selected, once.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,12 +16,14 @@ from typing import Any
 import torch
 
 from ..space import TrialConfig
+from ..space.config import DataConfig
 from ..training.checkpoint import Checkpoint, from_payload, make_payload
 from ..training.data import load_test, prepare
 from ..training.device import channels_last as use_channels_last
 from ..training.device import repeatable_cublas, resolve_device
 from ..training.evaluate import evaluate
 from ..training.rawdata import DataError, no_test_split
+from ..training.rawfiles import SOURCES
 from ..training.train import train
 
 
@@ -54,7 +57,10 @@ def score_test_set(ckpt: Checkpoint, data_root: str | None = None, device: str =
     config = with_data(ckpt.config, data_root)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, download=False))
     dev = resolve_device(device)
-    x, y = load_test(config.data, dev)
+    try:
+        x, y = load_test(config.data, dev)
+    except DataError as exc:
+        raise _evaluate_fix(exc, config.data) from None
     if len(y) == 0:
         raise DataError(f"the {config.data.dataset} test split under {config.data.root} has no images")
     if int(y.max()) >= len(ckpt.class_names):
@@ -74,6 +80,26 @@ def score_test_set(ckpt: Checkpoint, data_root: str | None = None, device: str =
         total = torch.bincount(y, minlength=n).tolist()
         classes = list(zip(ckpt.class_names, total, metrics["per_class"], strict=True))
     return Scores(metrics["acc"], metrics["top5"], metrics["loss"], len(y), classes, str(dev))
+
+
+def _evaluate_fix(exc: DataError, data: DataConfig) -> DataError:
+    """A data set's not-found message with the fix that applies to evaluate. The data sets' readers say it for a
+    search (its space's data.root, its data.download); evaluate takes --data-root and never downloads, so it keeps
+    what was tried and says the fix for the data set at hand: where torchvision can download it, how to fetch it
+    first; else (an image folder) the layout it must have. Any other DataError is returned as it is."""
+    text = str(exc)
+    if "data not found" not in text.split("\n", 1)[0]:
+        return exc
+    tried = re.split(r"\n(?:Download|Fix): ", text, maxsplit=1)[0]
+    if data.dataset in SOURCES:  # torchvision's data sets, which a search may download
+        fix = (f"Download: never by evaluate (a checkpoint does not choose where hpsearch writes).\nFix: pass "
+               f"--data-root DIR where DIR holds the {data.dataset} data in one of the forms tried above; to fetch it "
+               f"there first, on a machine with internet access: python -c \"import torchvision; "
+               f"torchvision.datasets.{SOURCES[data.dataset][2]}('DIR', download=True)\"")
+    else:  # an image folder (synthetic data is made, never missing): nothing to download
+        fix = ("Fix: pass --data-root DIR for the image folder the model was trained on, with its test set: "
+               "DIR/train/<class>/<image> and DIR/test/<class>/<image>")
+    return DataError(f"{tried}\n{fix}.")
 
 
 @dataclass(frozen=True)

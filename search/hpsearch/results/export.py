@@ -30,10 +30,9 @@ from ..training.checkpoint import (
     exported_kind,
     load_checkpoint,
     load_payload,
-    save,
-    write_atomic,
 )
 from ..training.data import standardize
+from .files import serialized, write_file, write_torch
 
 EXPORT_FORMATS = ("checkpoint", "torchscript", "exported")  # hpsearch's own file | torch.jit | torch.export
 
@@ -69,14 +68,15 @@ def export(source: str | Path, out: str | Path, fmt: str = "checkpoint") -> Path
     """Write the checkpoint at `source` to `out` as hpsearch's own file, TorchScript or a torch.export program.
 
     TorchScript (torch.jit.load) and exported (torch.export.load(...).module()) files need only torch: they take
-    float images in 0..1, normalise them inside, and carry hpsearch.json (class names, config, metric).
+    float images in 0..1, normalise them inside, and carry hpsearch.json (class names, config, metric). The file is
+    made in memory and written whole (results/files.py): a full disk is DiskFull, and leaves no partial file.
     """
     if fmt not in EXPORT_FORMATS:
         raise CheckpointError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
     if fmt == "checkpoint":
         payload = load_payload(source)
         load_checkpoint(source)  # the weights must build their model before we hand the file on
-        return save(payload, out)
+        return write_torch(out, payload)
     ckpt = load_checkpoint(source)
     net = Classifier(ckpt.model, ckpt.mean, ckpt.std).eval()
     example = torch.rand(2, *input_shape(ckpt.config))  # the images of the data set it was trained on
@@ -85,10 +85,10 @@ def export(source: str | Path, out: str | Path, fmt: str = "checkpoint") -> Path
         warnings.simplefilter("ignore")  # torch.jit's deprecation notices: the user asked for this format by name
         if fmt == "torchscript":
             scripted = torch.jit.trace(net, example)
-            return write_atomic(out, lambda f: save_torchscript(scripted, f, extra))
+            return write_file(out, serialized(lambda f: save_torchscript(scripted, f, extra)))
         batch = torch.export.Dim("batch", min=1, max=65536)
         program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
-        return write_atomic(out, lambda f: torch.export.save(program, f, extra_files=extra))
+        return write_file(out, serialized(lambda f: torch.export.save(program, f, extra_files=extra)))
 
 
 class Frozen(nn.Module):

@@ -61,16 +61,16 @@ def png(figure: Any) -> bytes:
     return buf.getvalue()
 
 
-def save(images: dict[str, bytes], folder: str | Path) -> list[Path]:
-    """Write each PNG as folder/<name>.png; OSError when the folder is unusable."""
+def save(images: dict[str, bytes], folder: str | Path, written: Callable[[Path], object] = lambda path: None) -> None:
+    """Write each PNG whole as folder/<name>.png, calling written(path) after each; OSError when the folder cannot
+    be made, DiskFull (the disk is full) or CheckpointError (anything else) when a file cannot be written, which
+    leaves no partial file (results/files.py)."""
+    from .files import write_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
     for name, data in images.items():
-        path = folder / f"{name}.png"
-        path.write_bytes(data)
-        paths.append(path)
-    return paths
+        written(write_file(folder / f"{name}.png", data, "--plots"))
 
 
 def _figure(axes: Any) -> Any:
