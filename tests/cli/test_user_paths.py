@@ -219,14 +219,24 @@ def test_every_next_line_works_when_pasted(workdir: Path, capsys: pytest.Capture
                  "--study", "quick"]) == 0
     lines = capsys.readouterr().out.split("\nnext:\n", 1)[1].splitlines()
     commands = [line.split("   # ", 1)[0].strip() for line in lines if line.strip().startswith("hpsearch ")]
-    assert len(commands) == 3
+    assert len(commands) == 4
     for command in commands:
         argv = shlex.split(command)
         argv = [a if a != "20" else "1" for a in argv]  # the run line adds 20 trials: one is enough here
+        if argv[1] == "dashboard":  # it serves until stopped: started on a free port, its address read, stopped
+            server = subprocess.Popen([str(EXE), *argv[1:], "--port", "0"], cwd=workdir, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            try:
+                opened = server.stdout.readline() if server.stdout else ""
+            finally:
+                server.terminate()
+                _, err = server.communicate(timeout=60)
+            assert opened.startswith("open http://127.0.0.1:"), (command, err[-2000:])
+            continue
         done = subprocess.run([str(EXE), *argv[1:]], cwd=workdir, capture_output=True, text=True,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert done.returncode == 0, (command, done.stderr[-2000:])
-    assert re.search(r"--data-root '.*data dir'", commands[2]) and "--set train.epochs=1" in commands[2]
+    assert re.search(r"--data-root '.*data dir'", commands[3]) and "--set train.epochs=1" in commands[3]
 
 
 def test_a_retrained_checkpoint_can_be_exported(searched_copy: Searched, tmp_path: Path,
