@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HpsearchError, interruption, report
 from . import results as cli_results
+from .args import positive_int
 from .locate import UsageError, load_args, study_name
-from .results import positive_int
 from .run import cmd_run
 
 if TYPE_CHECKING:

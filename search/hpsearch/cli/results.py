@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import keys
 from ..errors import EXIT_INTERRUPTED, interruption
+from .args import port, positive_int, trial_number
 from .locate import UsageError, checkpoint_file, chosen_trial, locate, open_study, study_args
 
 # The same as report.FORMATS and export.EXPORT_FORMATS (tested), here so that `hpsearch --help` loads no torch.
@@ -64,7 +65,7 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
                   hpsearch export final.pt --format exported --out final.pt2   # a checkpoint file, e.g. retrain's""")
     study_args(export)
     export.add_argument("--out", required=True, metavar="PATH", help="the file to write")
-    export.add_argument("--trial", type=_trial_number, metavar="N", help="this trial (default: the best one)")
+    export.add_argument("--trial", type=trial_number, metavar="N", help="this trial (default: the best one)")
     export.add_argument("--format", choices=EXPORT_FORMATS, default="checkpoint",
                         help="checkpoint (default; for load_checkpoint, evaluate), exported (torch.export; name the "
                              "file .pt2), or torchscript (torch.jit, deprecated by newer torch)")
@@ -92,7 +93,7 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
                    hpsearch retrain spaces/seeds/cifar100_vgg.yaml --out row.pt --trial 4 --test-every-epoch""")
     study_args(retrain)
     retrain.add_argument("--out", required=True, metavar="PATH", help="the checkpoint to write")
-    retrain.add_argument("--trial", type=_trial_number, metavar="N", help="this trial (default: the best one)")
+    retrain.add_argument("--trial", type=trial_number, metavar="N", help="this trial (default: the best one)")
     retrain.add_argument("--data-root", metavar="DIR", help="folder holding the data set (default: as searched)")
     retrain.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: as searched)")
     retrain.add_argument("--test-every-epoch", action="store_true",
@@ -110,7 +111,7 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
                      ssh -L 8080:127.0.0.1:8080 gpu-box   # then, on gpu-box: hpsearch dashboard SPACE""")
     study_args(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    dashboard.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
+    dashboard.add_argument("--port", type=port, default=8080, help="port (default 8080; 0 picks a free one)")
     dashboard.add_argument("--allow-edits", action="store_true",
                            help="let the dashboard change and delete studies, trials and notes (default: read-only)")
 
@@ -376,37 +377,6 @@ def _emit(text: str, out: str | None, example: str) -> None:
     _check_writable(out, example)
     write_file(out, text.encode("utf-8"))  # a full disk leaves no half-written report
     print(f"hpsearch: wrote {out}", file=sys.stderr)
-
-
-def positive_int(text: str) -> int:
-    """argparse type for counts (also used by app.py)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _trial_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a trial number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"trial numbers start at 0, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {value}")
-    return value
 
 
 VERBS = {"report": cmd_report, "export": cmd_export, "evaluate": cmd_evaluate, "retrain": cmd_retrain,
