@@ -407,3 +407,37 @@ def test_anything_else_a_trial_raises_fails_that_trial_and_the_study_goes_on(
     assert first.user_attrs["fail_reason"] == ("the trial raised IndexError in epoch 1: index 7 is out of bounds for "
                                                "dimension 0 with size 4 (an unforeseen case)")
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_storage_full_for_a_moment_as_a_failure_is_written_leaves_the_reason_and_a_rerun(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The disk is full just as a diverged trial's reason is written, then has room again: the worker stops with
+    one message (exit 1); the trial is FAIL with the storage's reason, never without one, and its rerun is queued;
+    the next run reruns it (it diverges again, and says so)."""
+    import sqlalchemy
+
+    from hpsearch.study.records import Records
+
+    space_file = workdir / "diverge.yaml"
+    space_file.write_text(TINY.read_text().replace(
+        "    sgd: {lr: {type: float, low: 1e-2, high: 0.1, log: true}}",
+        "    sgd: {lr: {type: categorical, choices: [1.0e+30, 0.05]}}"))
+    url = f"sqlite:///{workdir / 's.db'}"
+    create_or_resume(load_space(space_file), url).enqueue_trial({"optimizer": "sgd", "optimizer.sgd.lr": 1e30})
+    fail = Records.fail
+    full = [True]
+
+    def fail_once(trial: optuna.Trial, reason: str, epochs: int) -> None:
+        if full.pop() if full else False:
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
+        fail(trial, reason, epochs)
+
+    monkeypatch.setattr(Records, "fail", staticmethod(fail_once))
+    assert main(["run", str(space_file), "--storage", url, "--trials", "2"]) == 1
+    assert "the study's storage failed" in capsys.readouterr().err
+    cut, retry = optuna.load_study(study_name="tiny", storage=url).trials
+    assert cut.state == TrialState.FAIL and "disk is full" in cut.user_attrs["fail_reason"]
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 0
+    assert main(["run", str(space_file), "--storage", url, "--trials", "1"]) == 1  # it alone ran, and failed
+    rerun = optuna.load_study(study_name="tiny", storage=url).trials[1]
+    assert rerun.state == TrialState.FAIL and rerun.user_attrs["fail_reason"].startswith("training loss is nan")
