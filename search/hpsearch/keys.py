@@ -32,3 +32,6 @@ SPACE = "space"  # the space's identity (its trial sections, metric, direction):
 # and with a trial's parameters it rebuilds that trial's TrialConfig (studies.trial_config)
 SPACE_HASH = "space_hash"  # a digest of SPACE
 SPACE_FILE = "space_file"  # the file the study was made from
+DATA = "data_identity"  # where the data set's root is its data (an image folder): its class folders and image count
+# per class of each split, a listing (training.rawdata.data_identity); the resume guard compares it. Other data sets
+# store none: their root is only where they sit. Studies made before it have none and resume unchecked.

@@ -1,10 +1,11 @@
-"""Opening a study: create it on first use or resume it, with a guard that refuses a changed space; load one to
-read it; say what changed between two spaces.
+"""Opening a study: create it on first use or resume it, with a guard that refuses a changed space (and, where the
+data set's root is its data, changed data); load one to read it; say what changed between two spaces.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -12,6 +13,7 @@ import optuna
 from .. import keys
 from ..space import Space, SpaceError, TrialConfig, suggest
 from ..space.load import space_from_identity
+from ..training.rawdata import data_changes, data_identity
 from .samplers import make_pruner, make_sampler
 from .seeds import concurrent_offset, seed_offset
 from .storage import StudyError, open_storage, redact
@@ -22,8 +24,9 @@ def create_or_resume(space: Space, url: str, study_name: str | None = None, proc
                      existing: optuna.Study | None = None) -> optuna.Study:
     """Open the study (creating it on first use) with the space's sampler and pruner.
 
-    A study remembers the space it was created from; resuming with a different one is refused, since its trials
-    would not be comparable, with a message that names what changed. `existing`: the study as check_resumable found
+    A study remembers the space it was created from, and where the data set's root is its data (an image folder)
+    which data that was (keys.DATA); resuming with a different one is refused, since its trials would not be
+    comparable, with a message that names what changed. `existing`: the study as check_resumable found
     and checked it, reused as it is (one open of the study per command). The sampler's seed moves on by the trials
     already there, by `process` (the index of a --workers process) and by this run's worker index (seeds.py), so
     neither a resumed run nor a parallel worker repeats another's trials. `run` (the command's id) marks this run
@@ -56,6 +59,9 @@ def create_or_resume(space: Space, url: str, study_name: str | None = None, proc
         study.set_user_attr(keys.SPACE, space.identity())
         study.set_user_attr(keys.SPACE_HASH, space.hash())
         study.set_user_attr(keys.SPACE_FILE, space.source)
+        identity = data_identity(space.fixed_data())  # the folder's listing, once: only a new study needs it here
+        if identity is not None:
+            study.set_user_attr(keys.DATA, identity)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([space.study.metric])
@@ -69,8 +75,8 @@ def create_or_resume(space: Space, url: str, study_name: str | None = None, proc
 def check_resumable(space: Space, url: str, study_name: str | None = None,
                     storage: optuna.storages.BaseStorage | None = None) -> optuna.Study | None:
     """The space guard alone, reading only: refuse at once (before the data loads) to resume a study made from
-    another space, or not by hpsearch. Returns the study found (None when it does not exist yet), for
-    create_or_resume's `existing`."""
+    another space or other images (an image folder's listing), or not by hpsearch. Returns the study found (None
+    when it does not exist yet), for create_or_resume's `existing`."""
     name = study_name or space.study.name
     existing = _existing(storage or open_storage(url, space.study), name)
     if existing is not None:
@@ -79,7 +85,9 @@ def check_resumable(space: Space, url: str, study_name: str | None = None,
 
 
 def _guard(study: optuna.Study, space: Space, url: str) -> bool:
-    """StudyError unless `study` may take this space's trials; True when it is new (no space stored yet)."""
+    """StudyError unless `study` may take this space's trials; True when it is new (no space stored yet). The
+    data's identity is listed here only for a study that stored one, so once per process (check_resumable, or
+    create_or_resume without `existing`)."""
     name = study.study_name
     if len(study.directions) != 1:
         raise StudyError(f"study {name!r} in {redact(url)} has {len(study.directions)} objectives; hpsearch runs "
@@ -98,11 +106,32 @@ def _guard(study: optuna.Study, space: Space, url: str) -> bool:
         raise StudyError(f"study {name!r} in {redact(url)} was created from a different space; changed:\n{shown}\n"
                          f"fix: start a new study with --study {name}-2 (or a new study.name), or run the "
                          "original space to add trials to this one")
+    _guard_data(study, space, url)
     return False
 
 
+def _guard_data(study: optuna.Study, space: Space, url: str) -> None:
+    """StudyError when the study stored its data's identity (an image folder: the root is the data) and the data
+    at this space's root is other data. A study of a data set whose root is only a location, or made before the
+    identity was stored, has none and resumes as before."""
+    stored = study.user_attrs.get(keys.DATA)
+    if not isinstance(stored, dict):
+        return
+    data = space.fixed_data()
+    now = data_identity(data)  # a missing folder: the loader's own DataError, before anything loads
+    if now is None or now == stored:
+        return
+    name = study.study_name
+    changes = data_changes(stored, now) or ["the folder's listing"]
+    shown = "\n".join(f"  {c}" for c in changes)
+    raise StudyError(f"study {name!r} in {redact(url)} was created from other images than those in "
+                     f"{Path(data.root).expanduser()}; changed:\n{shown}\nfix: start a new study with --study "
+                     f"{name}-2, or point --data-root at the original images")
+
+
 # Where this machine keeps the data and whether it may fetch it: not what a trial is. A study resumes with
-# another --data-root (the data moved, or another machine of the study keeps it elsewhere).
+# another --data-root (the data moved, or another machine of the study keeps it elsewhere). Where the root is the
+# data (an image folder), which images it holds is guarded apart: _guard_data, keys.DATA.
 WHERE_NOT_WHAT = ("root", "download")
 
 

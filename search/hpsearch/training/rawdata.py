@@ -3,9 +3,10 @@ four idx files, torchvision's folder or its download; your own images from an im
 train/<class>/* and test/<class>/*); synthetic images.
 
 What the rest of the package asks of the data, whichever the data set: check it, load its arrays, its class names,
-its test split alone. Each family's reader is a module of its own, attached to registry.DATASETS when it is imported
-here: rawfiles (CIFAR, MNIST, Fashion-MNIST; rawidx reads the idx files for it), rawfolder (an image folder) and
-rawsynthetic; RawData and DataError, what they all return and raise, are rawtypes'. Import these names from here.
+its test split alone, and (where its root is its data: an image folder) which data it is. Each family's reader is a
+module of its own, attached to registry.DATASETS when it is imported here: rawfiles (CIFAR, MNIST, Fashion-MNIST;
+rawidx reads the idx files for it), rawfolder (an image folder) and rawsynthetic; RawData and DataError, what they
+all return and raise, are rawtypes'. Import these names from here.
 
 No torch at import: the parent of `hpsearch run --workers N` checks the data with this module while its workers'
 forkserver imports torch (torch and torchvision are imported where an array is made with them).
@@ -14,18 +15,20 @@ forkserver imports torch (torch and torchvision are imported where an array is m
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..space.config import DataConfig
 from ..space.registry import DATASETS
 from .rawfiles import CIFAR10_CLASSES, CIFAR100_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, SOURCES
-from .rawfolder import imagefolder_test, no_test_set, train_classes
+from .rawfolder import folder_changes, folder_identity, imagefolder_test, no_test_set, train_classes
 from .rawsynthetic import check_synthetic, synthetic
 from .rawtypes import DataError, RawData
 
 __all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "DataError", "RawData",
-           "check", "class_names", "load_arrays", "load_test_arrays", "no_test_split", "synthetic"]
+           "check", "class_names", "data_changes", "data_identity", "load_arrays", "load_test_arrays", "no_test_split",
+           "synthetic"]
 
 
 def check(cfg: DataConfig) -> None:
@@ -57,6 +60,21 @@ def class_names(cfg: DataConfig) -> tuple[str, ...]:
     if cfg.dataset not in SOURCES:
         raise DataError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(DATASETS)}")
     return SOURCES[cfg.dataset][3]
+
+
+def data_identity(cfg: DataConfig) -> dict[str, Any] | None:
+    """Which data cfg's data set is, where its root is the data: an image folder's class folders and image counts
+    per split, from a listing (rawfolder.folder_identity; no image read, no torch), for a study to store and compare
+    when it resumes. None where the root is only where the data sits: CIFAR, MNIST and Fashion-MNIST are the same
+    known files wherever they are, synthetic images come from their seed (moving them changes nothing)."""
+    if cfg.dataset == "imagefolder":
+        return folder_identity(Path(cfg.root).expanduser())
+    return None
+
+
+def data_changes(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two data_identity results, a line each ('classes: [cat, dog] -> [cat, dog, fox]')."""
+    return folder_changes(was, now)
 
 
 def load_test_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -4,14 +4,15 @@ converted to RGB and resized once, here, to data.image_size square, whatever its
 
 Each mistake of the layout (neither class folders nor train/, one class folder, a test/ whose classes differ, an empty
 class folder, a file that is not a readable image) is one message that says what the folder holds and the fix.
-torchvision and PIL are imported only where images are read.
+torchvision and PIL are imported only where images are read. The folder's root is its data: folder_identity (a
+listing, no image opened) says which images it holds, for a study to store and compare on resume (folder_changes).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 _LISTED = 8  # names of a folder's contents an error message shows
+# The files ImageFolder reads (torchvision.datasets.folder.IMG_EXTENSIONS, compared lower-cased), here without torch.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @DATASETS.builder("imagefolder")
@@ -88,6 +91,64 @@ def train_classes(root: Path) -> tuple[str, ...]:
         raise DataError(f"the image folder {root}: {where} one class folder ({names[0]}); a classifier needs at "
                         f"least two. Fix: add a folder per class under {folder}.")
     return names
+
+
+def folder_identity(root: Path) -> dict[str, Any]:
+    """Which images the folder at root holds, from its listing alone (no image opened): its class folders and, per
+    split, each class's image count, counted as ImageFolder reads them (every file of an image extension below the
+    class folder, its subfolders included): {"classes": [...], "train": [n, ...], "test": [n, ...]}, with "test"
+    only in the train/ layout with a test/ folder. JSON, for a study to store; a missing or empty folder is
+    train_classes' DataError."""
+    names = train_classes(root)
+    identity: dict[str, Any] = {"classes": list(names), "train": _image_counts(_train_folder(root), names)}
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        identity["test"] = _image_counts(root / "test", names)  # a test/ of other classes is the loader's to refuse
+    return identity
+
+
+def folder_changes(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two folder_identity results, a line each: 'classes: [cat, dog] -> [cat, dog, fox]',
+    'train images: 300 -> 420', 'test images: none (no test/) -> 40', 'train images by class: cat 30 -> 31, ...'
+    (the same classes and total, images moved between them)."""
+    out = []
+    old_names, new_names = list(was.get("classes") or []), list(now.get("classes") or [])
+    if old_names != new_names:
+        out.append(f"classes: {_names_changed(old_names, new_names)}")
+    for split in ("train", "test"):
+        old, new = was.get(split), now.get(split)
+        if old == new:
+            continue
+        if old is None or new is None or sum(old) != sum(new):
+            out.append(f"{split} images: {_total(old)} -> {_total(new)}")
+        elif old_names == new_names:
+            moved = [f"{c} {a} -> {b}" for c, a, b in zip(new_names, old, new, strict=False) if a != b]
+            out.append(f"{split} images by class: {', '.join(moved[:_LISTED])}"
+                       + (f", ... ({len(moved)} classes)" if len(moved) > _LISTED else ""))
+    return out
+
+
+def _names_changed(old: list[str], new: list[str]) -> str:
+    """'[cat, dog] -> [cat, dog, fox]'; for long lists, the counts and the names added and removed."""
+    if len(old) + len(new) <= 2 * _LISTED:
+        return f"[{', '.join(old)}] -> [{', '.join(new)}]"
+    added, removed = [n for n in new if n not in old], [n for n in old if n not in new]
+    parts = [f"{word}: {', '.join(names[:_LISTED])}" + (f", ... ({len(names)})" if len(names) > _LISTED else "")
+             for word, names in (("added", added), ("removed", removed)) if names]
+    return f"{len(old)} -> {len(new)} ({'; '.join(parts)})"
+
+
+def _total(counts: list[int] | None) -> str:
+    return "none (no test/)" if counts is None else str(sum(counts))
+
+
+def _image_counts(split: Path, names: tuple[str, ...]) -> list[int]:
+    """Each class folder's image files under split (a missing one: 0), as ImageFolder lists them: below the class
+    folder at any depth, following links, by extension."""
+    counts = []
+    for name in names:
+        counts.append(sum(1 for _, _, files in os.walk(split / name, followlinks=True)
+                          for file in files if file.lower().endswith(IMAGE_EXTENSIONS)))
+    return counts
 
 
 def _train_folder(root: Path) -> Path:
