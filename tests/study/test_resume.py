@@ -170,3 +170,17 @@ def test_load_picks_the_newest_checkpoint_of_the_chain(tmp_path: Path) -> None:
     assert resume.load(tmp_path, [9], config) is None
     resume.discard(tmp_path, [0, 3])
     assert not list(tmp_path.glob("*"))
+
+
+def test_a_trial_stopped_again_and_again_is_queued_each_time_a_stop_is_not_counted(tmp_path: Path) -> None:
+    """max_retry counts crashes (maybe the trial's fault), not stops: Ctrl-C twice on one trial still leaves it a
+    rerun that resumes it."""
+    space = load_space(TINY, [f"train.epochs={EPOCHS}", "study.resume_interval=0", "study.max_retry=1"])
+    study, url, running = stopped_study(space, tmp_path, epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_one(space, url, stop_at(3))  # the rerun, stopped too
+    first, second, third = study.trials
+    assert [t.state for t in (first, second)] == [TrialState.FAIL] * 2
+    assert third.state == TrialState.WAITING and third.user_attrs["retry_of"] == second.number
+    run_one(space, url)
+    assert study.trials[2].state == TrialState.COMPLETE and study.trials[2].user_attrs["resumed_from"] == 1

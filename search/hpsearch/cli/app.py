@@ -150,7 +150,7 @@ def _positive_float(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # SIGTERM and SIGHUP (a closed terminal) stop a command as Ctrl-C does, from the start
-    previous = {s: signal.signal(s, _interrupt) for s in _TERMINATING}
+    previous = {s: signal.signal(s, _interrupt) for s in _TERMINATING if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         return int(_VERBS[args.verb](args))
     except HpsearchError as exc:  # anything else is a bug, and keeps its traceback

@@ -38,19 +38,22 @@ def history(system_attrs: dict[str, Any]) -> list[int]:
 class Retry:
     """Enqueue a rerun of a cut-short trial with the same parameters, at most `max_retry` times per original.
 
-    Used as the storage's heartbeat-stale-trial callback (a dead worker) and by the trial life cycle when its worker is
-    stopped. Like Optuna's RetryHeartbeatStaleTrialCallback, but the copy does not inherit the failed run's user
-    attrs (its fail reason, epochs), it says why it exists (keys.RETRY_OF, keys.RETRY_REASON), and a trial is never
-    retried twice.
+    Used as the storage's heartbeat-stale-trial callback (a dead worker: maybe the trial's fault, as when the kernel
+    kills it for its memory, so counted) and by the trial life cycle when its worker was stopped (`stopped`: Ctrl-C,
+    SIGTERM, a lost storage, never the trial's fault, so not counted: such a trial is rerun however often its worker
+    is stopped, unless max_retry is 0). Like Optuna's RetryHeartbeatStaleTrialCallback, but the copy does not
+    inherit the failed run's user attrs (its fail reason, epochs), it says why it exists (keys.RETRY_OF,
+    keys.RETRY_REASON), and a trial is never retried twice.
     """
 
-    def __init__(self, max_retry: int, reason: str | None = None) -> None:
+    def __init__(self, max_retry: int, reason: str | None = None, stopped: bool = False) -> None:
         self.max_retry = max_retry
         self.reason = reason
+        self.stopped = stopped
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         chain = [*history(trial.system_attrs), trial.number]
-        if len(chain) > self.max_retry:
+        if self.max_retry == 0 or (not self.stopped and len(chain) > self.max_retry):
             return
         if any(history(t.system_attrs)[-1:] == [trial.number] for t in study.get_trials(deepcopy=False)):
             return  # already retried (a worker stopped by SIGTERM, then found stale)

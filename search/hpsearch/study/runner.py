@@ -11,6 +11,7 @@ parallel region, so forking it is safe. Where there is no forkserver (Windows), 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import multiprocessing
 import os
@@ -45,6 +46,7 @@ class Plan:
     gpus: tuple[str, ...] = ()  # CUDA device ids, dealt to the workers in turn
     run: str = ""  # this command's id, stored on every trial it starts (keys.RUN)
     fuse: int = 1  # trials trained together in one fused group (--fuse, study.fuse); 1: each trial alone
+    ignored: tuple[int, ...] = ()  # the stop signals the command was started to ignore (nohup): its workers too
 
 
 # What every worker imports: torch, Optuna, SQLAlchemy; the first pauses garbage collection for the imports (see
@@ -61,11 +63,22 @@ def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.co
 
 
 def prestart(workers: int) -> None:
-    """Start the forkserver now (for more than one worker), so that its imports overlap the caller's own work."""
-    if workers > 1 and _context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
+    """Start the forkserver now (for more than one worker), so that its imports overlap the caller's own work.
 
-        forkserver.ensure_running()
+    It and multiprocessing's resource tracker start with the stop signals blocked, and keep them blocked: a signal to
+    the whole process group (Ctrl-C in a terminal, a closed terminal, a scheduler's stop) must not kill the helpers
+    through which the command learns its workers' exit statuses. A signal that comes meanwhile waits, and reaches
+    this process once they have started; each worker, forked from the server, unblocks them (_worker).
+    """
+    if workers > 1 and _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver, resource_tracker
+
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            resource_tracker.ensure_running()
+            forkserver.ensure_running()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def run(plan: Plan, worker: Worker | None = None) -> int:
@@ -76,6 +89,7 @@ def run(plan: Plan, worker: Worker | None = None) -> int:
     """
     if plan.workers == 1:
         return _optimize(plan, index=0, progress_bars=True, worker=worker)
+    plan = dataclasses.replace(plan, ignored=tuple(s for s in STOP_SIGNALS if s not in _listened()))
     ctx = _context()
     threads = max(1, (os.cpu_count() or 1) // plan.workers)  # each CPU worker takes its share of the cores
     # A forked worker starts with the server's folder and environment: hand it this process's, as spawn would.
@@ -83,22 +97,26 @@ def run(plan: Plan, worker: Worker | None = None) -> int:
     # The trials of the run as one shared count: each worker claims its next trial from it, so when a worker dies
     # the others run its remaining share, and together they run exactly plan.trials.
     slots = ctx.Value("q", 0) if plan.trials is not None else None
-    procs = []
+    procs: list[multiprocessing.process.BaseProcess] = []
     for i in range(plan.workers):
         gpu = plan.gpus[i % len(plan.gpus)] if plan.gpus else None
-        p = ctx.Process(target=_worker, args=(plan, i, gpu, threads, setting, os.getpid(), slots),
-                        name=f"hpsearch-worker-{i}")
-        p.start()
-        procs.append(p)
-    previous = {s: signal.signal(s, _forward(procs)) for s in STOP_SIGNALS}
+        started = ctx.Process(target=_worker, args=(plan, i, gpu, threads, setting, os.getpid(), slots),
+                              name=f"hpsearch-worker-{i}")
+        started.start()
+        procs.append(started)
+    forward = _Forward(procs)
+    previous = {s: signal.signal(s, forward) for s in _listened()}
     try:
-        for p in procs:
-            while p.is_alive():
-                p.join(0.5)
+        for proc in procs:
+            while proc.is_alive():
+                proc.join(0.5)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    codes = [p.exitcode or 0 for p in procs]
+    codes = [proc.exitcode or 0 for proc in procs]
+    if any(code == EXIT_INTERRUPTED for code in codes):  # one message for the run, not one per worker
+        print(f"\nhpsearch: interrupted ({forward.name or 'a worker was stopped'}); {STOPPED}", file=sys.stderr,
+              flush=True)
     for i, code in enumerate(codes):
         if code < 0:
             print(f"hpsearch: worker {i} was killed by {signal.Signals(-code).name}; the other workers ran its "
@@ -111,29 +129,31 @@ def run(plan: Plan, worker: Worker | None = None) -> int:
     return max((1 if code < 0 else code for code in codes), default=0)  # a worker killed by a signal is a failure
 
 
-def _forward(procs: Sequence[multiprocessing.process.BaseProcess]) -> Callable[[int, FrameType | None], None]:
-    """Pass SIGINT (as itself) or SIGTERM and SIGHUP (as SIGTERM) on to the workers once (a terminal's Ctrl-C
-    reaches them directly too)."""
-    sent = False
+class _Forward:
+    """The command's handler under --workers: pass SIGINT (as itself) or SIGTERM and SIGHUP (as SIGTERM) on to the
+    workers once (a terminal's Ctrl-C reaches them directly too); `name` is what stopped the run."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal sent
-        if sent:
+    def __init__(self, procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+        self.procs = procs
+        self.name: str | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.name is not None:
             return
-        sent = True
-        for p in procs:
+        self.name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        for p in self.procs:
             if p.is_alive() and p.pid is not None:
                 try:
                     os.kill(p.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
                 except ProcessLookupError:
                     pass
 
-    return handler
-
 
 def _worker(plan: Plan, index: int, gpu: str | None, threads: int, setting: tuple[str, dict[str, str]],
             parent: int, slots: Any) -> None:
     cwd, environ = setting
+    for s in STOP_SIGNALS:  # a worker stops on them, unless its command was started to ignore them (nohup)
+        signal.signal(s, signal.SIG_IGN if s in plan.ignored else _interrupt)
     threading.Thread(target=_die_with, args=(parent,), name="hpsearch-parent-watch", daemon=True).start()
     os.chdir(cwd)
     os.environ.clear()
@@ -144,7 +164,11 @@ def _worker(plan: Plan, index: int, gpu: str | None, threads: int, setting: tupl
 
     torch.set_num_threads(threads)
     try:
+        if hasattr(signal, "pthread_sigmask"):  # blocked in the forkserver it was forked from (prestart): one that
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # came meanwhile stops it here
         sys.exit(_optimize(plan, index, progress_bars=False, slots=slots))
+    except KeyboardInterrupt:  # stopped while it started: no trial of its own yet; the command says it once
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         code = report(exc)  # the same one place as the command line's
         if code is None:
@@ -216,15 +240,14 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
         trials = Trials(worker, fuse=plan.fuse, claim=_claimer(slots, plan.trials, local=slots is None),
                         deadline=deadline, progress=progress.epoch, finished=progress.finished, run=plan.run,
                         check=stop.check)
-    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, stop) for s in _listened()}
     try:
         trials.run()
         stop.check()  # a signal while the last trial was told: the run was stopped all the same
     except KeyboardInterrupt as exc:
         progress.close()
-        print(f"\nhpsearch: {tag}interrupted ({interruption(exc)}); the running trials are recorded as failed, "
-              "the study is intact. Rerun the same command to continue (a stopped trial is retried from its "
-              "last saved epoch).", file=sys.stderr, flush=True)
+        if plan.workers == 1:  # under --workers the command says it once (run)
+            print(f"\nhpsearch: interrupted ({interruption(exc)}); {STOPPED}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except HpsearchError:
         progress.close()
@@ -253,6 +276,21 @@ def startup() -> Iterator[None]:
     finally:
         gc.freeze()
         gc.enable()  # the search collects, whoever paused collection before (the forkserver's preload)
+
+
+STOPPED = ("the running trials are recorded as failed, the study is intact. Rerun the same command to continue (a "
+           "stopped trial is retried from its last saved epoch).")
+
+
+def _listened() -> tuple[int, ...]:
+    """The stop signals this process listens to: all but those it was started to ignore (nohup, a background job),
+    which stay ignored."""
+    return tuple(s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """A worker's handler while it starts (no trial yet): stop at once."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 # Ctrl-C, a scheduler's stop, a closed terminal (no SIGHUP on Windows)

@@ -260,7 +260,7 @@ class Trials:
         """A trial cut short by the worker (interrupted, storage lost): failed with the reason, its retry queued,
         its running state kept for that retry."""
         self.records.fail(item.trial, reason, item.hooks.epochs_seen if item.hooks else 0)
-        resume.Retry(self.space.study.max_retry, reason)(self.study, frozen(item.trial))
+        resume.Retry(self.space.study.max_retry, reason, stopped=True)(self.study, frozen(item.trial))
         self._tell(item, TrialState.FAIL, stopped=True)
 
     def _storage_fault(self, exc: BaseException) -> StorageFault:
