@@ -30,16 +30,22 @@ HERE = Path(__file__).resolve().parents[1]  # tests/
 TINY = HERE / "spaces" / "tiny.yaml"
 
 
-
-def test_a_diverging_trial_fails_with_the_reason_and_the_next_one_runs(workdir: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """A real NaN: lr 1e30 blows the loss up in the first epoch. Not retried (it would diverge again)."""
+def diverging_first(workdir: Path) -> tuple[Path, str]:
+    """tiny.yaml whose sgd lr is 1e30 or 0.05, and a study on it whose first trial draws 1e30 (it diverges)."""
     space_file = workdir / "diverge.yaml"
     space_file.write_text(TINY.read_text().replace(
         "    sgd: {lr: {type: float, low: 1e-2, high: 0.1, log: true}}",
         "    sgd: {lr: {type: categorical, choices: [1.0e+30, 0.05]}}"))
     url = f"sqlite:///{workdir / 's.db'}"
     create_or_resume(load_space(space_file), url).enqueue_trial({"optimizer": "sgd", "optimizer.sgd.lr": 1e30})
+    return space_file, url
+
+
+
+def test_a_diverging_trial_fails_with_the_reason_and_the_next_one_runs(workdir: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A real NaN: lr 1e30 blows the loss up in the first epoch. Not retried (it would diverge again)."""
+    space_file, url = diverging_first(workdir)
     assert main(["run", str(space_file), "--storage", url, "--trials", "2"]) == 0
     out = capsys.readouterr().out
     assert "reason: training loss is nan in epoch 1: the run diverged; try a lower optimizer.lr" in out
@@ -418,12 +424,7 @@ def test_a_storage_full_for_a_moment_as_a_failure_is_written_leaves_the_reason_a
 
     from hpsearch.study.records import Records
 
-    space_file = workdir / "diverge.yaml"
-    space_file.write_text(TINY.read_text().replace(
-        "    sgd: {lr: {type: float, low: 1e-2, high: 0.1, log: true}}",
-        "    sgd: {lr: {type: categorical, choices: [1.0e+30, 0.05]}}"))
-    url = f"sqlite:///{workdir / 's.db'}"
-    create_or_resume(load_space(space_file), url).enqueue_trial({"optimizer": "sgd", "optimizer.sgd.lr": 1e30})
+    space_file, url = diverging_first(workdir)
     fail = Records.fail
     full = [True]
 
