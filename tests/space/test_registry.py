@@ -68,6 +68,6 @@ def test_a_rule_is_refused_by_validate_and_by_the_builder(tmp_path: Path, text: 
 
 
 def test_a_rule_on_a_searched_field_is_left_to_the_trial(tmp_path: Path) -> None:
-    """validate cannot know which momentum a trial draws; the trial that draws 0 fails (study/test_objective.py)."""
+    """validate cannot know which momentum a trial draws; the trial that draws 0 fails (study/test_trials.py)."""
     load_space(_space(tmp_path, "optimizer: {name: sgd, nesterov: true, "
                                 "momentum: {type: float, low: 0.0, high: 0.9}}\n"))

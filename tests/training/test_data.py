@@ -132,7 +132,7 @@ def test_no_augmentation_is_the_identity() -> None:
 # ------------------------------------------------------------------------------------------ device data
 def test_prepare_splits_and_batches() -> None:
     cfg = _synthetic_cfg(size=200, val_size=50)
-    data = prepare(cfg, CPU)  # a worker prepares it once and hands it to every trial (study/test_objective.py)
+    data = prepare(cfg, CPU)  # a worker prepares it once and hands it to every trial (study/test_trials.py)
     other = prepare(DataConfig(dataset="synthetic", val_size=50, synthetic=cfg.synthetic,
                                augment=AugmentConfig(crop_padding=2)), CPU)
     assert torch.equal(other.train_x, data.train_x)  # augmentation is per batch: it does not change the data

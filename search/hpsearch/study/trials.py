@@ -85,8 +85,8 @@ class Trials:
 
     # ------------------------------------------------------------------------------------------------- the loop
     def run(self) -> None:
-        """Ask, train and tell until the run may ask no more and no asked trial waits; KeyboardInterrupt and
-        StorageFault leave every open trial recorded."""
+        """Ask, train and tell until the run may ask no more and no asked trial waits; whatever ends it early
+        (KeyboardInterrupt, StorageFault, any other exception) leaves every open trial recorded, its rerun queued."""
         self.heartbeats.start()
         try:
             while True:
