@@ -126,7 +126,7 @@ class Killed(Exception):
 
 
 def stopped_after(config: TrialConfig, epoch: int, path: Path) -> dict[str, Any]:
-    """Train until `epoch`, saving the state each epoch as a trial does (study/records.py); the state read back weights-only."""
+    """Train until `epoch`, saving the state each epoch as a trial does; the state read back weights-only."""
 
     def on_state(get: Any) -> None:
         state = get()
