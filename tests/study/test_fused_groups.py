@@ -1,5 +1,6 @@
-"""Fused groups on a real SQLite study (study/trials.py with --fuse): every member an ordinary trial with its
-reports, attributes, pruning, failure and checkpoint; groups that share their structure; interrupted groups retried and resumed alone."""
+"""Fused groups on a real SQLite study (study/trials.py with --fuse): every member an ordinary trial with its reports,
+attributes, pruning, failure and checkpoint; groups that share their structure; interrupted groups retried and
+resumed alone."""
 
 from __future__ import annotations
 
