@@ -73,6 +73,14 @@ def test_four_workers_record_every_trial_once(backend: str, tmp_path: Path) -> N
         assert not password or f":{password}@" not in shown.getvalue()
 
 
+def _kept_epoch(path: Path) -> int:
+    """The epoch of a running state on disk; 0 while there is none (it is written atomically, never half)."""
+    try:
+        return int(checkpoint.read(path)["state"]["epoch"])
+    except (OSError, checkpoint.CheckpointError):
+        return 0
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_killed_worker_s_trial_is_retried_by_a_live_worker_from_its_last_epoch(backend: str,
                                                                                  tmp_path: Path) -> None:
@@ -82,8 +90,11 @@ def test_a_killed_worker_s_trial_is_retried_by_a_live_worker_from_its_last_epoch
         live = start(CRASH, url, study, tmp_path, 6, worker=1)
 
         def victim_mid_trial() -> optuna.trial.FrozenTrial | None:
+            """A running trial of the victim whose state on disk is 2 to EPOCHS - 4 epochs in (an epoch is
+            reported before its state is written, so the reports alone can run one epoch ahead of the file)."""
             mine = [t for t in trials(url, study) if t.state == TrialState.RUNNING and pid_of(t) == victim.pid]
-            return next((t for t in mine if 2 <= len(t.intermediate_values) <= EPOCHS - 4), None)
+            return next((t for t in mine if 2 <= _kept_epoch(running_file(tmp_path, url, study, t.number))
+                         <= EPOCHS - 4), None)
 
         wait_for("the live worker to start", lambda: any(pid_of(t) == live.pid for t in trials(url, study)),
                  [victim, live])
