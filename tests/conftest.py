@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import optuna
 import pytest
 
 from hpsearch.cli import main
+from hpsearch.training import precision, rawfiles
 
 TINY = Path(__file__).resolve().parent / "spaces" / "tiny.yaml"
 # tiny.yaml for 3 epochs under a median pruner: 12 trials end 5 complete, 7 pruned (random sampler, seed 0), and
@@ -23,6 +25,26 @@ SEARCH = ["--trials", "12", "--set", "train.epochs=3",
 # tests start inherits that: the tests that stop a real command with Ctrl-C (SIGINT) would wait on it for ever.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fp32_auto() -> Iterator[None]:
+    """In this process `precision: auto` sees a CPU without native bf16, so it trains in fp32: on a tiny model
+    bf16's measured gain is a coin toss on a busy machine, and the outcomes the tests expect are fp32's. The tests
+    of precision.py set the CPU they need; commands the tests start as processes see the real one."""
+    real = precision.cpu_info
+    precision.cpu_info = lambda: (real()[0], None)  # type: ignore[assignment]
+    yield
+    precision.cpu_info = real  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process a data set is found only where a test puts it: not through $HPSEARCH_DATA nor the system's
+    copy (Debian's dataset-fashion-mnist), which some machines have and others not. The tests of that lookup set
+    their own (test_idx.py); commands the tests start as processes see the real ones."""
+    monkeypatch.delenv("HPSEARCH_DATA", raising=False)
+    monkeypatch.setattr(rawfiles, "SYSTEM_ROOTS", {})
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ RESUME_ERROR = "resume_error"  # a running checkpoint that could not be used, an
 RUNNING_CHECKPOINT_ERROR = "running_checkpoint_error"  # a running state that could not be written
 FUSED = "fused"  # a trial trained in a fused group (--fuse): the group's size when it started
 FUSE_LEADER = "fuse_leader"  # ... and the number of the group's first trial (the same for all its members)
+PRECISION = "precision"  # what the trial trains in (bf16, fp16, fp32): its train.precision resolved on its device
 
 # Study user attributes
 SPACE = "space"  # the space's identity (its trial sections, metric, direction): the resume guard compares it,

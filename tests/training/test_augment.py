@@ -21,6 +21,7 @@ from hpsearch.training.augment import (
     adjust_saturation,
     affine,
     augment_batch,
+    erase,
 )
 from hpsearch.training.data import DeviceData, normalize
 
@@ -33,6 +34,7 @@ NEW = {  # each new augmentation alone, crop and flip off
     "contrast": AugmentConfig(crop_padding=0, flip=False, contrast=0.5),
     "saturation": AugmentConfig(crop_padding=0, flip=False, saturation=0.5),
     "hue": AugmentConfig(crop_padding=0, flip=False, hue=0.3),
+    "erasing": AugmentConfig(crop_padding=0, flip=False, erasing=1.0),
 }
 
 
@@ -240,3 +242,38 @@ def test_the_augmentation_benchmark_runs_and_prints_its_table() -> None:
     assert next(r for r in rows if r.setting == bench_augment.BASELINE).ratio == 1.0
     table = lines[-1].splitlines()
     assert table[0].startswith("| augmentation |") and len(table) == 2 + len(rows)
+
+
+# ------------------------------------------------------------------------------------------------- erasing
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_erasing_sets_one_rectangle_of_every_channel_to_zero(dtype: torch.dtype) -> None:
+    """Each erased image differs from its input in one axis-aligned rectangle of 2% to 33% of its area (up to the
+    rounding of its sides), the same in every channel, and only there; p=0.5 erases about half the images."""
+    x = torch.randint(1, 256, (400, 3, 20, 24), dtype=torch.uint8, generator=_gen(1)).to(dtype)  # no zero pixel
+    out = erase(x, 0.5, _gen(2))
+    assert out.dtype == dtype and out.shape == x.shape
+    erased = 0
+    for before, after in zip(x, out, strict=True):
+        zero = after == 0
+        assert torch.equal(zero[0], zero[1]) and torch.equal(zero[1], zero[2])
+        if not zero.any():
+            assert torch.equal(before, after)
+            continue
+        erased += 1
+        rows, cols = zero[0].any(1).nonzero().flatten(), zero[0].any(0).nonzero().flatten()
+        box = zero[0][rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert box.all() and int(zero[0].sum()) == box.numel()  # a full rectangle, nothing outside it
+        assert 0.01 * 480 <= box.numel() <= 0.40 * 480
+        assert torch.equal(after[:, ~zero[0]], before[:, ~zero[0]])
+    assert 150 <= erased <= 250
+
+
+def test_erasing_comes_last_and_off_changes_nothing() -> None:
+    x = _images(16)
+    assert torch.equal(augment_batch(x, AugmentConfig(erasing=0.0), _gen(7)),
+                       augment_batch(x, AugmentConfig(), _gen(7)))
+    cropped = augment_batch(x, AugmentConfig(), _gen(7))
+    g = _gen(7)
+    out = augment_batch(x, AugmentConfig(erasing=1.0), g)
+    assert torch.equal(out[out != 0], cropped[out != 0])  # the same crop and flip, then the rectangles
+

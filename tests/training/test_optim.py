@@ -46,7 +46,7 @@ def test_every_optimizer_builds_and_steps(name: str) -> None:
     assert not torch.equal(before, model.weight)
     group = optimizer.param_groups[0]
     assert group["lr"] == 0.01 and group["weight_decay"] == 1e-4
-    assert not group.get("fused")  # fused kernels are for CUDA only
+    assert bool(group.get("fused")) == (name in ("sgd", "adam", "adamw"))  # one kernel for the update on the CPU
     for field in set(OPTIMIZERS[name].reads) - {"nesterov"}:  # each field the optimizer reads reaches it
         assert group[field] == pytest.approx(getattr(cfg, field)), field
 
@@ -61,6 +61,42 @@ def test_unknown_names_list_the_known_ones() -> None:
         build_optimizer(OptimizerConfig(name="lion"), nn.Linear(2, 2).parameters(), CPU)
     with pytest.raises(ValueError, match="unknown scheduler 'poly'; known: none, step"):
         build_scheduler(SchedulerConfig(name="poly"), _optimizer(), 3, 4, "val_acc")
+
+
+def test_a_torch_without_fused_kernels_for_the_device_gets_its_default_optimizer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older torch builds refuse fused=True on the CPU when the optimizer is made: the unfused one is used."""
+    made: list[object] = []
+
+    class NoFusedSGD(torch.optim.SGD):
+        def __init__(self, params: object, fused: bool | None = None, **kwargs: object) -> None:
+            made.append(fused)
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
+                                   "supported devices: ['cuda', 'xpu', 'privateuseone']")
+            super().__init__(params, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("hpsearch.training.optim._FUSABLE", (NoFusedSGD,))
+    monkeypatch.setattr(torch.optim, "SGD", NoFusedSGD)
+    optimizer = build_optimizer(OptimizerConfig(name="sgd", lr=0.1), nn.Linear(2, 2).parameters(), CPU)
+    assert made == [True, None] and isinstance(optimizer, NoFusedSGD)
+    assert not optimizer.param_groups[0].get("fused")
+
+
+def test_fused_and_unfused_sgd_take_the_same_steps() -> None:
+    """The fused update is the same arithmetic as torch's default: the weights agree to rounding."""
+    weights = []
+    for fused in (True, None):
+        torch.manual_seed(0)
+        model = nn.Linear(8, 4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                                    fused=fused)
+        for _ in range(5):
+            optimizer.zero_grad()
+            model(torch.randn(16, 8)).square().mean().backward()
+            optimizer.step()
+        weights.append(model.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,8 +1,11 @@
 """Benchmarks: hpsearch's training loop against the plain torchvision loop, and a run's start-up and overhead.
 
 `hpsearch bench` trains the same model at the same batch size for a fixed number of steps, (a) with the Step and
-DeviceData that every trial uses, (b) the way a user writes it today: a torchvision CIFAR dataset with PIL
-transforms, a DataLoader with workers, fp32, `loss.item()` every step. Warm-up steps are not timed.
+DeviceData that every trial uses, in the precision `train.precision: auto` resolves to (training/precision.py; its
+measurement, once per architecture, is timed apart), and in fp32; (b) the way a user writes it today: a
+torchvision dataset with PIL transforms, a DataLoader with workers, fp32, `loss.item()` every step. Warm-up steps
+are not timed. The CIFAR models train on CIFAR-100 (or synthetic images of its shape), the Fashion-MNIST ones on
+the real Fashion-MNIST files.
 """
 
 from __future__ import annotations
@@ -31,15 +34,22 @@ from ..training.device import channels_last as use_channels_last
 from ..training.device import resolve_device
 from ..training.models import build_model
 from ..training.optim import build_optimizer, build_scheduler
+from ..training.precision import cpu_info
+from ..training.precision import resolve as resolve_precision
 from ..training.rawdata import RawData, load_arrays
 from ..training.step import Step, train_flops_per_image
 
-# The models of the speed issue: the 6-layer CNN of the course experiments, and ResNet-18.
+# The models of the speed issues: the 6-layer CNN of the course experiments, ResNet-18, and the small nets a CPU
+# search on Fashion-MNIST trains: a 4-conv CNN (65 k parameters) and the course notes' MLP (784-512-128-10).
 MODELS = {
     "smoke": ModelConfig(name="cnn", stages=3, blocks_per_stage=1, width=16),  # spaces/smoke.yaml's larger model
     "cnn6": ModelConfig(name="cnn", stages=3, blocks_per_stage=2, widths=(64, 128, 256)),
     "resnet18": ModelConfig(name="resnet18"),
+    "fashion_cnn": ModelConfig(name="cnn", stages=2, blocks_per_stage=2, widths=(32, 64)),
+    "mlp": ModelConfig(name="mlp", hidden=(512, 128)),
 }
+FASHION = ("fashion_cnn", "mlp")  # trained on Fashion-MNIST's 28x28 grayscale images
+FASHION_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 OPTIMIZER = OptimizerConfig(name="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
@@ -53,10 +63,15 @@ class LoopResult:
     model: str
     images_per_sec: float
     tflops: float  # achieved, from torch's FLOP count of one training image
+    precision: str = "fp32"  # what it trained in
+    calibration_s: float = 0.0  # auto's measurement of this architecture (once per process; not in images_per_sec)
 
 
-def data_config(data_root: str | None, synthetic_size: int) -> DataConfig:
-    """Real CIFAR-100 under data_root, else a synthetic CIFAR-shaped set of 100 classes."""
+def data_config(data_root: str | None, synthetic_size: int, model_name: str = "cnn6") -> DataConfig:
+    """The Fashion-MNIST files for its models (data_root is CIFAR's); real CIFAR-100 under data_root, else a
+    synthetic CIFAR-shaped set of 100 classes."""
+    if model_name in FASHION:
+        return DataConfig(dataset="fashion_mnist", root=FASHION_ROOT, download=False, val_size=5000)
     if data_root:
         return DataConfig(dataset="cifar100", root=data_root, download=False, val_size=5000)
     return DataConfig(dataset="synthetic", val_size=1000,
@@ -66,18 +81,20 @@ def data_config(data_root: str | None, synthetic_size: int) -> DataConfig:
 # --------------------------------------------------------------------------------------------- (a) hpsearch
 def hpsearch_loop(model_name: str, data_cfg: DataConfig, batch_size: int, steps: int, warmup: int,
                   device: torch.device, precision: str = "auto", channels_last: bool | None = None) -> LoopResult:
-    """train()'s Step and batches; `channels_last`: the layout (default: train()'s, device.channels_last)."""
+    """train()'s Step and batches in `precision` as a trial resolves it; `channels_last`: the layout (default:
+    train()'s, device.channels_last)."""
     config = TrialConfig(data=data_cfg, model=MODELS[model_name], optimizer=OPTIMIZER,
                          train=TrainConfig(batch_size=batch_size, precision=precision, device=str(device)))
     data = prepare(data_cfg, device)
+    choice = resolve_precision(config, data, device)
     channels_last = use_channels_last(device) if channels_last is None else channels_last
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    model = build_model(config.model, data.num_classes).to(device)
+    model = build_model(config.model, data.num_classes, config).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(config.optimizer, model.parameters(), device)
     schedule = build_scheduler(config.scheduler, optimizer, 1_000_000, 1, config.metric)
-    step = Step(model, optimizer, schedule, config, device)
+    step = Step(model, optimizer, schedule, config, device, choice.precision)
     generator = torch.Generator(device=device).manual_seed(0)
     model.train()
 
@@ -86,12 +103,15 @@ def hpsearch_loop(model_name: str, data_cfg: DataConfig, batch_size: int, steps:
             yield from data.train_batches(batch_size, config.data.augment, generator, channels_last)
 
     seconds = _timed(batches(), lambda x, y: step(x, y), steps, warmup, device)
-    return _result("hpsearch", model_name, data.num_classes, batch_size * steps / seconds)
+    shape = tuple(data.train_x.shape[1:])
+    return dataclasses.replace(_result("hpsearch", model_name, data.num_classes, batch_size * steps / seconds, shape),
+                               precision=choice.precision, calibration_s=choice.seconds)
 
 
 # ------------------------------------------------------------------------------------------------ (b) plain
 class PlainCIFAR(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """torchvision's CIFAR100.__getitem__ over in-memory arrays: PIL image, then the transforms."""
+    """torchvision's CIFAR100.__getitem__ (FashionMNIST's for one channel) over in-memory HWC arrays: PIL image,
+    then the transforms."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, transform: Callable[[Any], torch.Tensor]) -> None:
         self.x, self.y, self.transform = x, y, transform
@@ -102,14 +122,17 @@ class PlainCIFAR(torch.utils.data.Dataset):  # type: ignore[type-arg]
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
-        return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
+        image = self.x[i]
+        return self.transform(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)), int(self.y[i])
 
 
 def plain_dataset(data_cfg: DataConfig, mean: list[float], std: list[float]) -> torch.utils.data.Dataset:  # type: ignore[type-arg]
     """torchvision.datasets.CIFAR100 when its folder is under root, else the same arrays through PlainCIFAR."""
     import torchvision.transforms as T
 
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    side = 28 if data_cfg.dataset in ("mnist", "fashion_mnist") else 32
+    transform = T.Compose([T.RandomCrop(side, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(mean, std)])
     folder = Path(data_cfg.root) / "cifar-100-python"
     if data_cfg.dataset == "cifar100" and folder.is_dir():
         import torchvision
@@ -126,7 +149,7 @@ def plain_loop(model_name: str, data_cfg: DataConfig, batch_size: int, steps: in
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                                          num_workers=loader_workers, pin_memory=device.type == "cuda",
                                          persistent_workers=loader_workers > 0)
-    model = build_model(MODELS[model_name], data.num_classes).to(device)
+    model = build_model(MODELS[model_name], data.num_classes, TrialConfig(data=data_cfg)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=OPTIMIZER.lr, momentum=OPTIMIZER.momentum,
                                 nesterov=OPTIMIZER.nesterov, weight_decay=OPTIMIZER.weight_decay)
     criterion = nn.CrossEntropyLoss()
@@ -146,7 +169,8 @@ def plain_loop(model_name: str, data_cfg: DataConfig, batch_size: int, steps: in
         running[0] += loss.item()  # what tutorials do: a host sync every step
 
     seconds = _timed(batches(), step, steps, warmup, device)
-    return _result("plain", model_name, data.num_classes, batch_size * steps / seconds)
+    return _result("plain", model_name, data.num_classes, batch_size * steps / seconds,
+                   tuple(data.train_x.shape[1:]))
 
 
 # ---------------------------------------------------------------------------------------------------- shared
@@ -168,32 +192,47 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _result(loop: str, model_name: str, num_classes: int, images_per_sec: float) -> LoopResult:
-    flops = train_flops_per_image(MODELS[model_name], num_classes)
+def _result(loop: str, model_name: str, num_classes: int, images_per_sec: float,
+            shape: tuple[int, ...] = (3, 32, 32)) -> LoopResult:
+    flops = train_flops_per_image(MODELS[model_name], num_classes, shape)
     return LoopResult(loop, model_name, images_per_sec, flops * images_per_sec / 1e12)
 
 
 def compare(models: list[str], data_root: str | None, batch_size: int, steps: int, warmup: int, device_name: str,
             loader_workers: int, repeats: int = 3, out: Callable[[str], None] = print) -> list[LoopResult]:
-    """Both loops for each model, alternating (a, b, a, b, ...) `repeats` times in this process, so that a noisy
-    machine slows both alike; prints the median images/s of each and their ratio, and returns the median rows."""
+    """The loops for each model, alternating (hpsearch, hpsearch in fp32, plain, ...) `repeats` times in this
+    process, so that a noisy machine slows each alike; prints the median images/s of each, the ratio of hpsearch
+    to the plain loop, the precision auto chose and what choosing it cost, and returns the median rows (hpsearch,
+    plain, and hpsearch in fp32 where auto chose another precision)."""
     device = resolve_device(device_name)
-    data_cfg = data_config(data_root, synthetic_size=max(2 * batch_size * (steps + warmup), 2000))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    out(f"# {datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}  {name}  data {data_cfg.dataset}  "
-        f"batch {batch_size}  {steps} steps after {warmup} warm-up, median of {repeats}  "
-        f"plain loop: {loader_workers} loader workers")
-    out(f"{'model':<10} {'hpsearch img/s':>15} {'plain img/s':>12} {'ratio':>7} {'hpsearch TFLOP/s':>17}")
+    synthetic = max(2 * batch_size * (steps + warmup), 2000)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        cpu, native = cpu_info()
+        name = f"{cpu} ({native or 'no native bf16'}), {torch.get_num_threads()} threads"
+    out(f"# {datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}  {name}  batch {batch_size}  {steps} steps "
+        f"after {warmup} warm-up, median of {repeats}  plain loop: fp32, {loader_workers} loader workers")
+    out(f"{'model':<12} {'data':<14} {'hpsearch img/s':>15} {'in':>4} {'fp32 img/s':>11} {'plain img/s':>12} "
+        f"{'ratio':>7} {'TFLOP/s':>8} {'auto chose in':>14}")
     rows = []
     for model_name in models:
-        runs: dict[str, list[LoopResult]] = {"hpsearch": [], "plain": []}
+        data_cfg = data_config(data_root, synthetic, model_name)
+        runs: dict[str, list[LoopResult]] = {"hpsearch": [], "fp32": [], "plain": []}
         for _ in range(repeats):
             runs["hpsearch"].append(hpsearch_loop(model_name, data_cfg, batch_size, steps, warmup, device))
+            if runs["hpsearch"][0].precision != "fp32":
+                runs["fp32"].append(hpsearch_loop(model_name, data_cfg, batch_size, steps, warmup, device, "fp32"))
             runs["plain"].append(plain_loop(model_name, data_cfg, batch_size, steps, warmup, device, loader_workers))
-        a, b = (_median(runs[k]) for k in ("hpsearch", "plain"))
-        out(f"{model_name:<10} {a.images_per_sec:>15,.0f} {b.images_per_sec:>12,.0f} "
-            f"{a.images_per_sec / b.images_per_sec:>6.2f}x {a.tflops:>17.3f}")
-        rows += [a, b]
+        a, b = _median(runs["hpsearch"]), _median(runs["plain"])
+        fp32 = _median(runs["fp32"]) if runs["fp32"] else a
+        chose = f"{runs['hpsearch'][0].calibration_s:.2f}s" if runs["hpsearch"][0].calibration_s else "-"
+        out(f"{model_name:<12} {data_cfg.dataset:<14} {a.images_per_sec:>15,.0f} {a.precision:>4} "
+            f"{fp32.images_per_sec:>11,.0f} {b.images_per_sec:>12,.0f} {a.images_per_sec / b.images_per_sec:>6.2f}x "
+            f"{a.tflops:>8.3f} {chose:>14}")
+        rows += [a, b] + ([fp32] if fp32 is not a else [])
+    out("ratio: hpsearch (in the precision auto chose) over the plain fp32 loop; auto chose in: the measurement "
+        "of fp32 against bf16, once per architecture and process, not counted in the images/s")
     return rows
 
 

@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HpsearchError, interruption, report
 from . import results as cli_results
 from .args import positive_int
-from .locate import UsageError, load_args, study_name
+from .locate import UsageError, load_args, precision_problem, study_name
 from .run import cmd_run
 
 if TYPE_CHECKING:
@@ -199,6 +199,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except SpaceError as exc:
             bad += 1
             print(exc, file=sys.stderr)
+            continue
+        problem = precision_problem(space)
+        if problem:
+            bad += 1
+            print(f"{path}: {problem}", file=sys.stderr)
             continue
         params = space.params()
         print(f"{path}: valid; study {space.study.name!r}, {len(params)} searched: {', '.join(params) or 'none'}")

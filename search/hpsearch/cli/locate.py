@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from ..space import Space
+
 
 class UsageError(HpsearchError):
     """A command line that cannot work as given (no study named, unwritable --out, port taken); str() says why."""
@@ -152,3 +154,13 @@ def load_args(args: argparse.Namespace) -> Any:
     if getattr(args, "fuse", None):
         overrides.append((f"study.fuse={args.fuse}", f"--fuse {args.fuse}"))
     return load_space(args.space, overrides)
+
+
+def precision_problem(space: Space) -> str | None:
+    """A precision the space's trials cannot train in on this machine (fp16 on a CPU): validate and run refuse it.
+    Only a space that asks for fp16 imports torch (to see the device): validate and a run's parent stay light."""
+    if "fp16" not in space.precisions():
+        return None
+    from ..training.precision import space_problem
+
+    return space_problem(space)

@@ -268,7 +268,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 @says_what_was_done
 def cmd_retrain(args: argparse.Namespace, done: Done) -> int:
-    from ..results.evaluation import retrain, with_data
+    from ..results.evaluation import as_trained, retrain, with_data
     from ..results.files import write_torch
     from ..study.studies import trial_config
 
@@ -277,16 +277,19 @@ def cmd_retrain(args: argparse.Namespace, done: Done) -> int:
     config = trial_config(study, trial)  # before any file is written: a plain Optuna study has none
     _check_writable(args.out, out_example(args))
     config = with_data(config, args.data_root, args.device)
+    precision = as_trained(config, trial.user_attrs.get(keys.PRECISION))
     epochs = config.train.epochs
     print(f"hpsearch: retraining trial {trial.number} of study {study.study_name!r} ({config.metric}="
-          f"{trial.value:.4f}) on train+validation for {epochs} epoch{'s' if epochs != 1 else ''}", file=sys.stderr)
+          f"{trial.value:.4f}) on train+validation for {epochs} epoch{'s' if epochs != 1 else ''}"
+          f"{f' in {precision}, as the trial trained' if precision else ''}", file=sys.stderr)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         test = f"  test_acc {metrics['test_acc']:.4f}" if "test_acc" in metrics else ""
         print(f"  epoch {epoch}/{epochs}  train_loss {metrics['train_loss']:.4f}  train_acc "
               f"{metrics['train_acc']:.4f}{test}  {metrics['seconds']:.1f}s", file=sys.stderr, flush=True)
 
-    result = retrain(config, trial.number, study.study_name, on_epoch, test_every_epoch=args.test_every_epoch)
+    result = retrain(config, trial.number, study.study_name, on_epoch, test_every_epoch=args.test_every_epoch,
+                     precision=precision)
     path = write_torch(args.out, result.payload)
     done.append(f"the retrained model {path}")
     print(f"retrained trial {trial.number}: {result.train_images:,} images (train+val), {result.epochs} "

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import keys
 from ..errors import EXIT_FAULT
-from .locate import UsageError, load_args
+from .locate import UsageError, load_args, precision_problem
 
 if TYPE_CHECKING:
     import optuna
@@ -65,6 +65,9 @@ def _open_run(args: argparse.Namespace,
     from ..study.studies import check_resumable, create_or_resume
 
     space = load_args(args)
+    problem = precision_problem(space)
+    if problem:
+        raise UsageError(problem)
     prestart(args.workers)  # the workers' imports go on beside the data check below
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we print our own line per trial
     url = storage_url(space, args.storage)

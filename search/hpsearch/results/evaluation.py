@@ -22,6 +22,7 @@ from ..training.data import load_test, prepare
 from ..training.device import channels_last as use_channels_last
 from ..training.device import repeatable_cublas, resolve_device
 from ..training.evaluate import evaluate
+from ..training.precision import device_problem
 from ..training.rawdata import DataError, no_test_split
 from ..training.rawfiles import SOURCES
 from ..training.train import train
@@ -73,7 +74,8 @@ def score_test_set(ckpt: Checkpoint, data_root: str | None = None, device: str =
     size = batch_size or config.train.eval_batch_size
     mean, std = ckpt.mean.to(dev), ckpt.std.to(dev)
     n = len(ckpt.class_names)
-    metrics = evaluate(model, x, y, mean, std, size, dev, config.train.precision, channels_last,
+    precision = ckpt.payload.get("precision") or config.train.precision  # what it trained in
+    metrics = evaluate(model, x, y, mean, std, size, dev, precision, channels_last,
                        num_classes=n if per_class else None)
     classes = None
     if per_class:
@@ -113,10 +115,23 @@ class Retrained:
     history: list[dict[str, float]]  # each epoch's metrics (test_acc and test_loss with test_every_epoch)
 
 
+def as_trained(config: TrialConfig, precision: object) -> str:
+    """The precision a retrain of `config` trains in: with train.precision auto, the one its trial trained in
+    (keys.PRECISION), so that the retrain repeats the search's arithmetic instead of measuring again; "" (resolve
+    it as a trial would) where none was recorded, the space sets one, or it cannot train on the retrain's device
+    (fp16 on a CPU)."""
+    if config.train.precision != "auto" or precision not in ("bf16", "fp16", "fp32"):
+        return ""
+    if device_problem(str(precision), resolve_device(config.train.device)):
+        return ""
+    return str(precision)
+
+
 def retrain(config: TrialConfig, trial: int | None, study: str | None,
             on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-            test_every_epoch: bool = False) -> Retrained:
+            test_every_epoch: bool = False, precision: str = "") -> Retrained:
     """Train `config` on train+validation for all its epochs, keep the last epoch's weights, measure them on test.
+    `precision`: what to train in (as_trained); "": train.precision resolved as for a trial.
 
     The validation images are part of the training set here, so no epoch is selected by them: the final weights
     are the model, as the full schedule intends. `test_every_epoch` also measures the test set after every epoch
@@ -133,11 +148,11 @@ def retrain(config: TrialConfig, trial: int | None, study: str | None,
     data = prepare(config.data, device, include_val=True)
     also = {"test": load_test(config.data, device)} if test_every_epoch else None
     started = time.perf_counter()
-    result = train(config, data, on_epoch, also_evaluate=also)
+    result = train(config, data, on_epoch, also_evaluate=also, precision=precision)
     seconds = time.perf_counter() - started
     mean, std = data.mean.flatten().tolist(), data.std.flatten().tolist()
     payload = make_payload(result.final_state, config, "test_acc", 0.0, trial, data.class_names, study,
-                           result.epochs_run, mean=mean, std=std)
+                           result.epochs_run, mean=mean, std=std, precision=result.precision)
     payload["trained_on"] = "train+val"
     ckpt = from_payload(payload, "the retrained model")
     test = score_test_set(ckpt, config.data.root, device=str(device))
@@ -146,4 +161,4 @@ def retrain(config: TrialConfig, trial: int | None, study: str | None,
                      result.history)
 
 
-__all__ = ["Retrained", "Scores", "retrain", "score_test_set", "with_data"]
+__all__ = ["Retrained", "Scores", "as_trained", "retrain", "score_test_set", "with_data"]

@@ -37,6 +37,7 @@ class AugmentConfig:
     contrast: float = 0.0  # each image's contrast is scaled by a factor drawn from [1 - c, 1 + c]; 0: off
     saturation: float = 0.0  # each image's saturation is scaled by a factor drawn from [1 - s, 1 + s]; 0: off
     hue: float = 0.0  # each image's hue turns by a fraction of the circle drawn from [-hue, hue] (at most 0.5)
+    erasing: float = 0.0  # probability that one random rectangle of an image is set to 0 (RandomErasing); 0: off
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class TrainConfig:
     batch_size: int = 256  # images per optimizer step
     label_smoothing: float = 0.0  # cross-entropy label smoothing, 0 to 1
     grad_clip: float | None = None  # clip the gradient's global L2 norm to this; None: no clipping
-    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp16 | fp32
+    precision: str = "auto"  # auto (bf16 on GPU; CPU: bf16 where native and faster) | bf16 | fp16 | fp32
     seed: int = 0  # weights, shuffling and augmentation
     eval_batch_size: int = 1024  # images per evaluation forward pass; no gradients, so it can be large
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N

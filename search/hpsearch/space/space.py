@@ -114,6 +114,11 @@ class Space:
         device = self.sections["train"].fields.get("device", C.TrainConfig.device)
         return str(device)
 
+    def precisions(self) -> tuple[str, ...]:
+        """The train.precision values its trials may train with: the fixed one, or the searched choices."""
+        field = self.sections["train"].fields.get("precision", C.TrainConfig.precision)
+        return tuple(map(str, field.choices if isinstance(field, Param) and field.choices else (field,)))
+
     def hash(self) -> str:
         """Digest of everything that defines a trial (not the study's name, storage, sampler or pruner)."""
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]

@@ -25,7 +25,7 @@ from ..space import TrialConfig
 from ..space.config import maximize
 from ..training import checkpoint
 from ..training.data import DeviceData
-from ..training.train import NonFiniteLoss, TrainResult
+from ..training.train import Member, NonFiniteLoss, TrainResult
 from . import resume
 from .compat import set_user_attrs
 from .worker import Worker
@@ -116,7 +116,8 @@ class Records:
             return
         payload = checkpoint.make_payload(result.best_state, config, self.metric, value,
                                           trial.number, result.class_names, study.study_name, result.best_epoch,
-                                          mean=data.mean.flatten().tolist(), std=data.std.flatten().tolist())
+                                          mean=data.mean.flatten().tolist(), std=data.std.flatten().tolist(),
+                                          precision=result.precision)
         try:
             self.artifacts.mkdir(parents=True, exist_ok=True)  # again each time: the folder may have been removed
             store = FileSystemArtifactStore(self.artifacts)
@@ -153,8 +154,8 @@ class Records:
 
 
 class TrialHooks:
-    """One trial's training hooks: `on_epoch` reports each epoch to Optuna and prunes, `on_state` keeps the running
-    state every study.resume_interval seconds.
+    """One trial's training hooks: `on_start` records the precision it trains in, `on_epoch` reports each epoch to
+    Optuna and prunes, `on_state` keeps the running state every study.resume_interval seconds.
 
     `seen`: epochs already reported (a resumed trial's). `progress`: the run's per-epoch hook.
     """
@@ -165,6 +166,9 @@ class TrialHooks:
         self.epochs_seen = seen
         self.trained, self.epoch_seconds = 0, 0.0  # epochs trained by this run (a resumed trial skips some)
         self.started = self.saved = time.perf_counter()  # when the running state was last written (or started)
+
+    def on_start(self, member: Member) -> None:
+        self.trial.set_user_attr(keys.PRECISION, member.precision)
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         metric = self.records.metric

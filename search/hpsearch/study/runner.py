@@ -234,6 +234,10 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
         if plan.workers > 1:
             print(f"hpsearch: {tag}study {worker.study.study_name!r} ready on {worker.device} in "
                   f"{time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
+        if index == 0 and "auto" in plan.space.precisions():  # once per run: what auto does on this device
+            from ..training.precision import describe_auto
+
+            print(f"hpsearch: {tag}{describe_auto(worker.device)}", file=sys.stderr, flush=True)
         progress = Progress(plan.space, bars=progress_bars, prefix=tag)
         deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
         stop = Stop()

@@ -216,7 +216,8 @@ class Trials:
                 continue
             seen = len(state["history"]) if state else 0
             item.hooks = TrialHooks(records, item.trial, item.config, seen=seen, progress=progress)
-            member = Member(item.config, item.hooks.on_epoch, item.hooks.on_state, leave, resume=state)
+            member = Member(item.config, item.hooks.on_epoch, item.hooks.on_state, leave, resume=state,
+                            on_start=item.hooks.on_start)
             by_member[id(member)] = item
             members.append(member)
         failure: BaseException | None = None

@@ -5,7 +5,10 @@
 1. random crop after zero padding, then random horizontal flip: uint8 in, uint8 out (a gather and a where);
 2. one affine warp per image, rotation and translation together (affine_grid + grid_sample: bilinear, zero padding,
    align_corners=False);
-3. colour jitter in the fixed order brightness, contrast, saturation, hue.
+3. colour jitter in the fixed order brightness, contrast, saturation, hue;
+4. random erasing: with probability `erasing`, one rectangle of each image set to 0 (torchvision's RandomErasing
+   draws: an area of 2% to 33% of the image, an aspect ratio log-uniform in [0.3, 3.3]; its side clamped to the
+   image where torchvision would draw again).
 
 A batch that steps 2 or 3 touch leaves as float32 in 0..1; one that only steps 1 touches stays uint8, and
 data.normalize takes either. Every draw comes from the generator passed in (on the batch's device), in a fixed
@@ -51,11 +54,10 @@ def augment_batch(x: Tensor, augment: AugmentConfig, generator: torch.Generator)
         padded = F.pad(x, (p, p, p, p))
         dy = torch.randint(0, 2 * p + 1, (n, 1), device=device, generator=generator)
         dx = torch.randint(0, 2 * p + 1, (n, 1), device=device, generator=generator)
-        rows = (dy + torch.arange(h, device=device))[:, None, :, None]
-        cols = (dx + torch.arange(w, device=device))[:, None, None, :]
-        images = torch.arange(n, device=device)[:, None, None, None]
-        channels = torch.arange(x.shape[1], device=device)[None, :, None, None]
-        x = padded[images, channels, rows, cols]  # one gather: each image's own window
+        row = w + 2 * p  # each image's window, as offsets into its flattened padded planes: one gather
+        window = (torch.arange(h, device=device)[:, None] * row + torch.arange(w, device=device)).view(1, h * w)
+        index = (dy * row + dx + window)[:, None, :].expand(n, c, h * w)
+        x = padded.reshape(n, c, -1).gather(2, index).view(n, c, h, w)
     if augment.flip:
         flip = torch.rand(n, device=device, generator=generator) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
@@ -63,7 +65,7 @@ def augment_batch(x: Tensor, augment: AugmentConfig, generator: torch.Generator)
     jitter = (augment.brightness > 0 or augment.contrast > 0
               or (colour and (augment.saturation > 0 or augment.hue > 0)))
     if augment.rotation <= 0 and augment.translate <= 0 and not jitter:
-        return x
+        return erase(x, augment.erasing, generator) if augment.erasing > 0 else x
 
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     if augment.rotation > 0 or augment.translate > 0:
@@ -86,7 +88,28 @@ def augment_batch(x: Tensor, augment: AugmentConfig, generator: torch.Generator)
         x = adjust_saturation(x, _uniform(n, max(0.0, 1 - s), 1 + s, generator, device))
     if colour and augment.hue > 0:
         x = adjust_hue(x, _uniform(n, -augment.hue, augment.hue, generator, device))
-    return x
+    return erase(x, augment.erasing, generator) if augment.erasing > 0 else x
+
+
+def erase(x: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Random erasing of an NCHW batch (uint8 or float): each image, with probability p, gets one rectangle of all
+    its channels set to 0. The draws, in order: whether (N), area fraction in [0.02, 0.33] (N), log aspect ratio
+    (N), top (N), left (N)."""
+    n, _, h, w = x.shape
+    device = x.device
+    apply = torch.rand(n, device=device, generator=generator) < p
+    area = _uniform(n, 0.02, 0.33, generator, device) * (h * w)
+    ratio = torch.exp(_uniform(n, math.log(0.3), math.log(3.3), generator, device))
+    eh = torch.sqrt(area * ratio).round().clamp(1, h)
+    ew = torch.sqrt(area / ratio).round().clamp(1, w)
+    top = (torch.rand(n, device=device, generator=generator) * (h - eh + 1)).floor()
+    left = (torch.rand(n, device=device, generator=generator) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=device)[None, :]
+    cols = torch.arange(w, device=device)[None, :]
+    inside_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (N, H)
+    inside_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (N, W)
+    mask = inside_rows[:, :, None] & inside_cols[:, None, :] & apply[:, None, None]
+    return x.masked_fill(mask[:, None], 0)
 
 
 def _uniform(shape: int | tuple[int, ...], low: float, high: float, generator: torch.Generator,

@@ -38,7 +38,7 @@ class CheckpointError(HpsearchError):
 def make_payload(state_dict: dict[str, torch.Tensor], config: TrialConfig, metric: str, value: float,
                  trial_number: int | None, class_names: list[str] | tuple[str, ...], study: str | None = None,
                  epoch: int | None = None, mean: list[float] | None = None,
-                 std: list[float] | None = None) -> dict[str, Any]:
+                 std: list[float] | None = None, precision: str | None = None) -> dict[str, Any]:
     """Only plain types and tensors, so `torch.load(weights_only=True)` reads it back."""
     return {
         "format": FORMAT,
@@ -53,6 +53,7 @@ def make_payload(state_dict: dict[str, torch.Tensor], config: TrialConfig, metri
         "class_names": list(class_names),
         "mean": mean,  # per-channel input normalisation of the training split, in 0..1 units
         "std": std,
+        "precision": precision,  # what it was trained in (train.precision resolved): evaluation uses it too
     }
 
 

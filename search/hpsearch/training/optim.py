@@ -25,13 +25,22 @@ _WARMUP_START = 1e-3  # warm-up starts at lr * this (LinearLR needs a factor > 0
 # ------------------------------------------------------------------------------------------------- optimizers
 def build_optimizer(cfg: OptimizerConfig, params: Iterable[Any], device: torch.device,
                     config: TrialConfig | None = None) -> Optimizer:
-    """The optimizer named by cfg.name with only the fields its registry entry reads; fused on CUDA. The entry's
-    rules are checked first (registry.ConfigError) against `config`, the whole trial, when given."""
+    """The optimizer named by cfg.name with only the fields its registry entry reads. The entry's rules are checked
+    first (registry.ConfigError) against `config`, the whole trial, when given.
+
+    SGD, Adam and AdamW are fused on CUDA and on the CPU: one kernel updates every parameter, where torch's default
+    runs several per parameter (on a small net the update costs as much as the backward pass). A torch without the
+    fused kernels for the device refuses them when the optimizer is made: then its default is used.
+    """
     cls, kwargs = OPTIMIZERS.build(cfg.name, config or TrialConfig(optimizer=cfg), cfg)
-    cuda = torch.device(device).type == "cuda"
-    if cuda and cls in _FUSABLE and "fused" in inspect.signature(cls).parameters:
-        kwargs["fused"] = True  # one kernel for the whole update; elsewhere torch's default (foreach)
-    return cls(list(params), **kwargs)
+    params = list(params)
+    if (torch.device(device).type in ("cuda", "cpu") and cls in _FUSABLE
+            and "fused" in inspect.signature(cls).parameters):
+        try:
+            return cls(params, **kwargs, fused=True)
+        except RuntimeError:  # "fused=True requires all the params to be ... of supported devices"
+            pass
+    return cls(params, **kwargs)
 
 
 @OPTIMIZERS.builder("sgd")

@@ -52,10 +52,11 @@ class Step:
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
-                 config: TrialConfig, device: torch.device) -> None:
+                 config: TrialConfig, device: torch.device, precision: str | None = None) -> None:
+        """`precision`: what config's train.precision resolved to (training/precision.py); None: config's own."""
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.device, self.grad_clip = device, config.train.grad_clip
-        self.dtype = autocast_dtype(config.train.precision, device)
+        self.dtype = autocast_dtype(precision or config.train.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)  # bf16 needs none
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
         # torch.compile: the graph is cached per architecture in this process, so later trials reuse it.

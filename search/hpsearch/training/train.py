@@ -2,11 +2,12 @@
 batches, and train(config, data) is the group of one. No Optuna here.
 
 A member is one trial: its configuration, its hooks and, when it was cut short before, the running state it goes
-on from. `on_epoch(epoch, metrics)` is called after each epoch's validation (whatever it raises, Optuna's
-TrialPruned for one, ends that member); `on_state(get)` after that, with a function returning the whole training
-state (plain values and tensors), which `resume=` takes back so that training goes on after that epoch with the
-same weights, optimizer, schedule and random streams. The host syncs once per epoch: losses and counts are summed
-on the device.
+on from. `on_start(member)` is called once its model is built and the group's precision resolved
+(training/precision.py: `member.precision`); `on_epoch(epoch, metrics)` after each epoch's validation (whatever it
+raises, Optuna's TrialPruned for one, ends that member); `on_state(get)` after that, with a function returning the
+whole training state (plain values and tensors), which `resume=` takes back so that training goes on after that
+epoch with the same weights, optimizer, schedule, random streams and precision. The host syncs once per epoch:
+losses and counts are summed on the device.
 
 The members share the structure (space/fusion.py: the architecture, data, augmentation, batch size, epochs,
 precision, seed) and may differ in everything the optimizer step, the loss or a dropout mask reads. Each member's
@@ -37,6 +38,7 @@ from .evaluate import evaluate, evaluate_members
 from .fused import MODES, GroupStep, default_mode, fuse
 from .models import build_model, count_parameters
 from .optim import LRSchedule, build_optimizer, build_scheduler
+from .precision import resolve as resolve_precision
 from .step import Step, restore, restore_rng, rng_state, seed_everything, train_flops_per_image
 
 
@@ -57,6 +59,7 @@ class TrainResult:
     best_state: dict[str, Tensor] = field(repr=False)  # state dict of the best epoch, cloned to the CPU
     class_names: tuple[str, ...] = ()
     final_state: dict[str, Tensor] = field(default_factory=dict, repr=False)  # after the last epoch (retrain)
+    precision: str = "fp32"  # what it trained and was evaluated in: train.precision resolved
 
 
 Hook = Callable[[int, dict[str, float]], None]
@@ -67,8 +70,9 @@ StateHook = Callable[[Callable[[], dict[str, Any]]], None]
 class Member:
     """One trial of a group: its configuration, hooks and running state in; its result or its error out.
 
-    `on_leave(member)` is called the moment it leaves, with its result or error set (what it raises propagates).
-    `resume`: a running state from on_state of an earlier run of the same configuration.
+    `on_start(member)` is called once it is built, with `precision` set; `on_leave(member)` the moment it leaves,
+    with its result or error set (what either raises propagates). `resume`: a running state from on_state of an
+    earlier run of the same configuration.
     """
 
     config: TrialConfig
@@ -76,6 +80,9 @@ class Member:
     on_state: StateHook | None = None
     on_leave: Callable[[Member], None] | None = None
     resume: dict[str, Any] | None = None
+    on_start: Callable[[Member], None] | None = None
+    precision: str = ""  # train.precision resolved for the group (training/precision.py), set before on_start;
+    # given (bf16, fp16, fp32), it is kept: a retrain repeats the arithmetic its trial trained with
     result: TrainResult | None = None
     error: Exception | None = None
     epochs: int = 0  # epochs finished so far (while it trains: the last one its hooks saw)
@@ -106,12 +113,12 @@ class _Run:
 
 def train(config: TrialConfig, data: DeviceData | None = None, on_epoch: Hook | None = None, *,
           on_state: StateHook | None = None, resume: dict[str, Any] | None = None,
-          also_evaluate: dict[str, tuple[Tensor, Tensor]] | None = None) -> TrainResult:
+          also_evaluate: dict[str, tuple[Tensor, Tensor]] | None = None, precision: str = "") -> TrainResult:
     """Train config's model on config's data (loaded here when not given): the group of one. Returns the best
     epoch's metrics and weights and the history; whatever ended it early (a hook's exception, NonFiniteLoss,
     ResumeError, a component's rule) is raised."""
     data = data if data is not None else prepare(config.data, resolve_device(config.train.device))
-    member = Member(config, on_epoch, on_state, resume=resume)
+    member = Member(config, on_epoch, on_state, resume=resume, precision=precision)
     train_group([member], data, propagate=(Exception,), also_evaluate=also_evaluate)
     assert member.result is not None
     return member.result
@@ -149,6 +156,9 @@ def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple
     generator.manual_seed(tc.seed)  # shuffling and augmentation, drawn on the device
     channels_last = use_channels_last(device)
     steps_per_epoch = data.steps_per_epoch(tc.batch_size)
+    given = next((m.precision for m in members if m.precision), None)  # a retrain's: what its trial trained in
+    resumed_in = given or next((str(m.resume.get("precision") or "") for m in members if m.resume), None)
+    precision = ""  # resolved with the first member's build: what it raises (fp16 on a CPU) fails each member
 
     def leave(member: Member, result: TrainResult | None = None, error: Exception | None = None) -> None:
         member.result, member.error, member.seconds = result, error, time.perf_counter() - start
@@ -158,7 +168,11 @@ def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple
     runs: list[_Run] = []
     for member in members:
         try:
-            runs.append(_build(member, data, device, channels_last, steps_per_epoch, seeded=not runs))
+            precision = precision or resolve_precision(config, data, device, resumed_in).precision
+            member.precision = precision
+            runs.append(_build(member, data, device, channels_last, steps_per_epoch, precision, seeded=not runs))
+            if member.on_start is not None:
+                member.on_start(member)
         except propagate:
             raise
         except Exception as exc:  # noqa: BLE001 - a rule of this member's optimizer or schedule: it alone fails
@@ -172,7 +186,7 @@ def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple
         if not runs:
             break
         fused = fuse([r.model for r in runs]) if mode == "grouped" else None
-        step = GroupStep(fused, runs, autocast_dtype(tc.precision, device), device) if fused else _Sequential(runs)
+        step = GroupStep(fused, runs, autocast_dtype(precision, device), device) if fused else _Sequential(runs)
         epoch_start = time.perf_counter()
         for module in [fused] if fused is not None else [r.model for r in runs]:
             module.train()
@@ -189,9 +203,9 @@ def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple
                 check()
         sums = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
         train_seconds = time.perf_counter() - epoch_start
-        measured = {"val": _evaluate(fused, runs, data.val_x, data.val_y, data, channels_last)}
+        measured = {"val": _evaluate(fused, runs, data.val_x, data.val_y, data, precision, channels_last)}
         for name, (x_more, y_more) in (also_evaluate or {}).items():
-            measured[name] = _evaluate(fused, runs, x_more, y_more, data, channels_last)
+            measured[name] = _evaluate(fused, runs, x_more, y_more, data, precision, channels_last)
         seconds = time.perf_counter() - epoch_start
         live: list[_Run] = []
         for i, run in enumerate(runs):
@@ -237,11 +251,11 @@ def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple
             history=run.history, seconds=time.perf_counter() - start,
             train_images_per_sec=run.train_images / run.train_seconds if run.train_seconds > 0 else 0.0,
             num_params=run.num_params, flops_per_image=run.flops, best_state=run.best_state,
-            class_names=data.class_names, final_state=_cpu_copy(run.model)))
+            class_names=data.class_names, final_state=_cpu_copy(run.model), precision=precision))
 
 
 def _build(member: Member, data: DeviceData, device: torch.device, channels_last: bool, steps_per_epoch: int,
-           seeded: bool) -> _Run:
+           precision: str, seeded: bool) -> _Run:
     """A member's model, optimizer, schedule and step, built as for the trial alone (its initial weights drawn from
     the trial's seed), then its running state put back when it resumes."""
     config = member.config
@@ -252,7 +266,7 @@ def _build(member: Member, data: DeviceData, device: torch.device, channels_last
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(config.optimizer, model.parameters(), device, config)
     schedule = build_scheduler(config.scheduler, optimizer, config.train.epochs, steps_per_epoch, config.metric)
-    step = Step(model, optimizer, schedule, config, device)
+    step = Step(model, optimizer, schedule, config, device, precision)
     flops = train_flops_per_image(config.model, data.num_classes, tuple(data.train_x.shape[1:]))
     run = _Run(member, model, optimizer, schedule, step, count_parameters(model), flops)
     state = member.resume
@@ -265,15 +279,16 @@ def _build(member: Member, data: DeviceData, device: torch.device, channels_last
     return run
 
 
-def _evaluate(fused: nn.Module | None, runs: list[_Run], x: Tensor, y: Tensor, data: DeviceData,
+def _evaluate(fused: nn.Module | None, runs: list[_Run], x: Tensor, y: Tensor, data: DeviceData, precision: str,
               channels_last: bool) -> list[dict[str, float]]:
-    """Each member's figures on (x, y): one pass of the fused model, or each member's own."""
+    """Each member's figures on (x, y), in the precision it trains in: one pass of the fused model, or each
+    member's own."""
     tc = runs[0].member.config.train
     device = data.train_y.device
     if fused is not None:
-        return evaluate_members(fused, x, y, data.mean, data.std, tc.eval_batch_size, device, tc.precision,
+        return evaluate_members(fused, x, y, data.mean, data.std, tc.eval_batch_size, device, precision,
                                 channels_last)
-    return [evaluate(r.model, x, y, data.mean, data.std, tc.eval_batch_size, device, tc.precision, channels_last)
+    return [evaluate(r.model, x, y, data.mean, data.std, tc.eval_batch_size, device, precision, channels_last)
             for r in runs]
 
 
@@ -288,6 +303,7 @@ def _state_getter(run: _Run, generator: torch.Generator) -> Callable[[], dict[st
         return {"epoch": len(run.history), "model": {k: v.clone() for k, v in run.model.state_dict().items()},
                 "optimizer": run.optimizer.state_dict(), "schedule": run.schedule.state_dict(),
                 "scaler": run.step.scaler.state_dict(), "rng": rng_state(generator),
+                "precision": run.member.precision,
                 "history": [dict(m) for m in run.history], "best_epoch": run.best_epoch,
                 "best_state": run.best_state, "train_seconds": run.train_seconds, "train_images": run.train_images}
 
