@@ -18,6 +18,7 @@ import torch
 import torchvision
 
 from hpsearch.space.config import DataConfig
+from hpsearch.training import rawfiles
 from hpsearch.training.data import prepare
 from hpsearch.training.rawdata import FASHION_MNIST_CLASSES, MNIST_CLASSES, DataError, check, load_arrays
 
@@ -233,3 +234,46 @@ def test_a_root_holding_cifars_archive_is_not_downloaded_into(tmp_path: Path, no
     assert f"or extract the archive there first: tar -xzf {tmp_path / 'cifar-10-python.tar.gz'} -C {tmp_path}." \
         in message
     assert _tree(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------- shared copies
+def test_a_root_without_the_data_reads_hpsearch_data_then_the_systems_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_download: None) -> None:
+    """data.root first, then $HPSEARCH_DATA, then the system's folder: each only read, nothing made anywhere."""
+    system, shared, empty = tmp_path / "usr-share", tmp_path / "shared", tmp_path / "empty"
+    arrays = _write_set(system)
+    _write_set(shared, n=30)
+    empty.mkdir()
+    monkeypatch.setattr(rawfiles, "SYSTEM_ROOTS", {"fashion_mnist": str(system)})
+    before = _tree(tmp_path)
+    raw = load_arrays(_cfg(empty))
+    assert np.array_equal(raw.x_train[..., 0], arrays[NAMES[0]])  # the system's copy
+    monkeypatch.setenv("HPSEARCH_DATA", str(shared))
+    assert len(load_arrays(_cfg(empty)).y_train) == 30  # $HPSEARCH_DATA before the system's copy
+    assert len(load_arrays(_cfg(system)).y_train) == 20  # the space's own root before both
+    assert _tree(tmp_path) == before
+    assert load_arrays(_cfg(empty, "mnist")).y_train.shape == (30,)  # $HPSEARCH_DATA serves any data set
+
+
+def test_nowhere_to_be_found_names_every_place_tried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     no_download: None) -> None:
+    monkeypatch.setattr(rawfiles, "SYSTEM_ROOTS", {"fashion_mnist": str(tmp_path / "system")})
+    monkeypatch.setenv("HPSEARCH_DATA", str(tmp_path / "shared"))
+    message = _load_error(tmp_path / "space-root")
+    for place in ("space-root", "shared", "system"):
+        assert f"{tmp_path / place}/{NAMES[0]}[.gz] and the other three idx files (none there)" in message
+    assert not (tmp_path / "space-root").exists()  # the download failed: nothing left behind
+
+
+FASHION = os.environ.get("HPSEARCH_FASHION_MNIST")
+
+
+@pytest.mark.skipif(not FASHION, reason="set HPSEARCH_FASHION_MNIST to the folder of the four Fashion-MNIST idx files "
+                    "(apt-get install dataset-fashion-mnist: /usr/share/datasets/fashion-mnist) to run")
+def test_the_real_fashion_mnist_files_are_read_where_they_lie() -> None:
+    assert FASHION is not None
+    before = _tree(Path(FASHION))
+    raw = load_arrays(_cfg(Path(FASHION)))
+    assert raw.x_train.shape == (60000, 28, 28, 1) and raw.x_test.shape == (10000, 28, 28, 1)
+    assert np.bincount(raw.y_train).tolist() == [6000] * 10 and np.bincount(raw.y_test).tolist() == [1000] * 10
+    assert raw.class_names == FASHION_MNIST_CLASSES and _tree(Path(FASHION)) == before

@@ -51,6 +51,8 @@ SOURCES = {
     "fashion_mnist": ("fashion_mnist.npz", "FashionMNIST", "FashionMNIST", FASHION_MNIST_CLASSES),
 }
 _IDX_DATASETS = ("mnist", "fashion_mnist")  # also read from their four original idx files (rawidx)
+# The system's own copy of a data set, read when data.root and $HPSEARCH_DATA hold none (shared_roots)
+SYSTEM_ROOTS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 # torchvision's archive of a CIFAR: a root that holds one holds the data, so it is never downloaded into
 _ARCHIVES = {"cifar100": "cifar-100-python.tar.gz", "cifar10": "cifar-10-python.tar.gz"}
 _NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -63,10 +65,11 @@ _DOWNLOAD_TIMEOUT_S = 30.0  # seconds; socket timeout of torchvision's download:
 @DATASETS.builder("cifar10")
 def _from_files(cfg: DataConfig) -> RawData:
     """CIFAR, MNIST or Fashion-MNIST from `<root>/<name>.npz`, else (MNIST, Fashion-MNIST) the four idx files in root
-    or in torchvision's `<Folder>/raw/`, else torchvision's folder, else its download. A root that holds the data in
-    any of these forms is only read; one that holds idx files or torchvision's archive, or cannot be written, is never
-    downloaded into."""
-    npz_name, folder_name, dataset_name, names = SOURCES[cfg.dataset]
+    or in torchvision's `<Folder>/raw/`, else torchvision's folder; where data.root holds none, the same from
+    shared_roots ($HPSEARCH_DATA, the system's copy); else torchvision's download into data.root. A root that holds
+    the data in any of these forms is only read; one that holds idx files or torchvision's archive, or cannot be
+    written, is never downloaded into."""
+    npz_name, folder_name, dataset_name, _ = SOURCES[cfg.dataset]
     info = DATASETS[cfg.dataset].info
     shape = (int(info["image_size"]), int(info["image_size"]), int(info["channels"]))  # (H, W, C) of an image
     root = Path(cfg.root).expanduser()
@@ -74,27 +77,19 @@ def _from_files(cfg: DataConfig) -> RawData:
         raise DataError(f"{cfg.dataset} data: data.root {root} is a file; it must be the folder that holds "
                         f"{npz_name} or {folder_name}/. Fix: pass --data-root {root.parent}"
                         + (" (this file's folder)" if root.name == npz_name else ""))
-    npz, folder = root / npz_name, root / folder_name
-    tried = [f"{npz} (no such file)"]
-    if npz.is_file():
-        return _load_npz(npz, names, shape)
+    folder = root / folder_name
+    tried: list[str] = []
+    raw = _read(cfg.dataset, root, shape, tried)
+    for other in () if raw is not None else shared_roots(cfg.dataset):
+        if other.resolve() != root.resolve():
+            raw = _read(cfg.dataset, other, shape, tried)
+            if raw is not None:
+                break
+    if raw is not None:
+        return raw
     holds = f"{npz_name} or {folder_name}/"
     if cfg.dataset in _IDX_DATASETS:
-        found = find_idx(root)
-        if found:  # one or all four: read, or refused with what is wrong; never downloaded beside
-            return load_idx(root, found, names, shape[0])
-        found = find_idx(folder / "raw")
-        if len(found) == len(IDX_NAMES):  # torchvision's own files, gzipped or not (fewer: its download completes)
-            return load_idx(folder / "raw", found, names, shape[0])
-        tried.append(f"{root}/{IDX_NAMES[0]}[.gz] and the other three idx files (none there)")
         holds = f"{npz_name}, {folder_name}/ or the four idx files {', '.join(f'{n}[.gz]' for n in IDX_NAMES)}"
-    if folder.is_dir():
-        try:
-            return _load_torchvision(dataset_name, root, download=False)
-        except Exception as exc:  # torchvision: RuntimeError "not found or corrupted", or an unpickling error
-            tried.append(f"{folder}/ (unreadable: {exc})")
-    else:
-        tried.append(f"{folder}/ (no such folder)")
     archive = root / _ARCHIVES[cfg.dataset] if cfg.dataset in _ARCHIVES else None
     locked = next(p for p in (root, *root.parents) if p.exists())  # what a download would write into first
     if not cfg.download:
@@ -108,16 +103,51 @@ def _from_files(cfg: DataConfig) -> RawData:
         online = ("or set data.root to a writable folder on a machine with internet access (download: true "
                   "fetches it there)")
     else:
-        raw = _download(dataset_name, root, (folder, *([archive] if archive is not None else [])))
-        if isinstance(raw, RawData):
-            return raw
-        download = raw
+        fetched = _download(dataset_name, root, (folder, *([archive] if archive is not None else [])))
+        if isinstance(fetched, RawData):
+            return fetched
+        download = fetched
         online = f"or run it on a machine with internet access (download: true fetches it into {root}/)"
     lines = "\n".join(f"  {line}" for line in tried)
     raise DataError(
         f"{cfg.dataset} data not found. Tried:\n{lines}\nDownload: {download}.\n"
         f"Fix: pass --data-root DIR where DIR holds {holds} (or set data.root in the space), {online}."
     )
+
+
+def shared_roots(dataset: str) -> list[Path]:
+    """Where a data set may already sit outside the space's data.root, read only and in this order: the folder
+    $HPSEARCH_DATA names, then the system's copy (Debian's dataset-fashion-mnist installs the four idx files in
+    /usr/share/datasets/fashion-mnist)."""
+    roots = [Path(os.environ["HPSEARCH_DATA"]).expanduser()] if os.environ.get("HPSEARCH_DATA") else []
+    return roots + ([Path(SYSTEM_ROOTS[dataset])] if dataset in SYSTEM_ROOTS else [])
+
+
+def _read(dataset: str, root: Path, shape: tuple[int, int, int], tried: list[str]) -> RawData | None:
+    """The data set from `root` in any form it may have there (.npz, the idx files, torchvision's folder), only
+    read; None, with each place looked at added to `tried`, when root holds it in none. Files that are there but
+    wrong (a bad magic, a truncated file) raise DataError naming them."""
+    npz_name, folder_name, dataset_name, names = SOURCES[dataset]
+    npz, folder = root / npz_name, root / folder_name
+    if npz.is_file():
+        return _load_npz(npz, names, shape)
+    tried.append(f"{npz} (no such file)")
+    if dataset in _IDX_DATASETS:
+        found = find_idx(root)
+        if found:  # one or all four: read, or refused with what is wrong; never downloaded beside
+            return load_idx(root, found, names, shape[0])
+        found = find_idx(folder / "raw")
+        if len(found) == len(IDX_NAMES):  # torchvision's own files, gzipped or not (fewer: its download completes)
+            return load_idx(folder / "raw", found, names, shape[0])
+        tried.append(f"{root}/{IDX_NAMES[0]}[.gz] and the other three idx files (none there)")
+    if folder.is_dir():
+        try:
+            return _load_torchvision(dataset_name, root, download=False)
+        except Exception as exc:  # torchvision: RuntimeError "not found or corrupted", or an unpickling error
+            tried.append(f"{folder}/ (unreadable: {exc})")
+    else:
+        tried.append(f"{folder}/ (no such folder)")
+    return None
 
 
 def _download(dataset_name: str, root: Path, own: tuple[Path, ...]) -> RawData | str:
