@@ -29,12 +29,12 @@ import torch.nn as nn
 
 from ..errors import HpsearchError
 from ..space.config import DataConfig, ModelConfig, OptimizerConfig, SyntheticConfig, TrainConfig, TrialConfig
+from ..training import precision as auto_precision
 from ..training.data import prepare
 from ..training.device import channels_last as use_channels_last
 from ..training.device import resolve_device
 from ..training.models import build_model
 from ..training.optim import build_optimizer, build_scheduler
-from ..training.precision import cpu_info
 from ..training.precision import resolve as resolve_precision
 from ..training.rawdata import RawData, load_arrays
 from ..training.step import Step, train_flops_per_image
@@ -209,7 +209,7 @@ def compare(models: list[str], data_root: str | None, batch_size: int, steps: in
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        cpu, native = cpu_info()
+        cpu, native = auto_precision.cpu_info()
         name = f"{cpu} ({native or 'no native bf16'}), {torch.get_num_threads()} threads"
     out(f"# {datetime.now():%Y-%m-%d %H:%M}  torch {torch.__version__}  {name}  batch {batch_size}  {steps} steps "
         f"after {warmup} warm-up, median of {repeats}  plain loop: fp32, {loader_workers} loader workers")
