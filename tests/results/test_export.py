@@ -362,6 +362,23 @@ def test_retrain_fits_train_plus_val_and_reports_test_accuracy(searched: Searche
     assert f"trained on train+val, test_acc={scores.top1:.4f}" in capsys.readouterr().out
 
 
+def test_retrain_stretches_the_schedule_and_takes_every_image_when_asked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--epochs N trains N epochs (the schedule over them); --all-images drops the search's data.train_limit."""
+    url = f"sqlite:///{tmp_path / 'short.db'}"
+    assert main(["run", str(TINY), "--storage", url, "--trials", "1", "--set", "train.epochs=1",
+                 "--set", "data.train_limit=100"]) == 0
+    out = tmp_path / "long.pt"
+    capsys.readouterr()
+    assert main(["retrain", str(TINY), "--storage", url, "--out", str(out), "--epochs", "2", "--all-images"]) == 0
+    captured = capsys.readouterr()
+    assert ("for 2 epochs (the trial trained 1; on all training images: the search used data.train_limit=100)"
+            in captured.err and "epoch 2/2" in captured.err)
+    assert "300 images (train+val), 2 epochs" in captured.out  # 200 + 100, where the search trained on 100
+    ckpt = hpsearch.load_checkpoint(out)
+    assert ckpt.epoch == 2 and ckpt.config.train.epochs == 2 and ckpt.config.data.train_limit is None
+
+
 def test_retrain_errors(searched: Searched, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pruned = next(t.number for t in searched.study().trials if t.state == TrialState.PRUNED)
     (tmp_path / "afile").write_text("x")

@@ -8,6 +8,7 @@ DataError); main turns each into one message and its exit status.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import functools
 import json
@@ -87,15 +88,23 @@ def add_parsers(verbs: Any, formatter: type[argparse.HelpFormatter]) -> None:
     retrain = verb("retrain", "train the best configuration on train+validation and test it",
                    "The usual last step after a search: train the best (or a chosen) completed trial's configuration "
                    "on the training and validation images together, for all its epochs, keep the final weights, "
-                   "report test accuracy and write the model as a checkpoint.", """
+                   "report test accuracy and write the model as a checkpoint. A search run short (a subset, few "
+                   "epochs) is finished with --all-images and --epochs.",
+                   """
                    hpsearch retrain spaces/smoke.yaml --out final.pt
                    hpsearch retrain spaces/cifar100.yaml --out final.pt --data-root ~/datasets --trial 12
+                   hpsearch retrain spaces/fashion_mnist.yaml --out fashion.pt --all-images --epochs 30
                    hpsearch retrain spaces/seeds/cifar100_vgg.yaml --out row.pt --trial 4 --test-every-epoch""")
     study_args(retrain)
     retrain.add_argument("--out", required=True, metavar="PATH", help="the checkpoint to write")
     retrain.add_argument("--trial", type=trial_number, metavar="N", help="this trial (default: the best one)")
     retrain.add_argument("--data-root", metavar="DIR", help="folder holding the data set (default: as searched)")
     retrain.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: as searched)")
+    retrain.add_argument("--epochs", type=positive_int, metavar="N",
+                         help="train for N epochs (default: the trial's); schedules that span the training "
+                              "(cosine, onecycle, linear) span the N, step milestones stay at their epochs")
+    retrain.add_argument("--all-images", action="store_true",
+                         help="train on every training image, not the search's data.train_limit subset")
     retrain.add_argument("--test-every-epoch", action="store_true",
                          help="also measure the test set after every epoch and print its curve, maximum and final "
                               "value (the maximum is course notes' optimistic protocol; the final value is ours)")
@@ -278,10 +287,19 @@ def cmd_retrain(args: argparse.Namespace, done: Done) -> int:
     _check_writable(args.out, out_example(args))
     config = with_data(config, args.data_root, args.device)
     precision = as_trained(config, trial.user_attrs.get(keys.PRECISION))
+    changed = []
+    if args.epochs is not None and args.epochs != config.train.epochs:
+        changed.append(f"the trial trained {config.train.epochs}")
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=args.epochs))
+    if args.all_images and config.data.train_limit is not None:
+        changed.append(f"on all training images: the search used data.train_limit={config.data.train_limit}")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_limit=None))
     epochs = config.train.epochs
+    how = f" ({'; '.join(changed)})" if changed else ""
+    how += f" in {precision}, as the trial trained" if precision else ""
     print(f"hpsearch: retraining trial {trial.number} of study {study.study_name!r} ({config.metric}="
-          f"{trial.value:.4f}) on train+validation for {epochs} epoch{'s' if epochs != 1 else ''}"
-          f"{f' in {precision}, as the trial trained' if precision else ''}", file=sys.stderr)
+          f"{trial.value:.4f}) on train+validation for {epochs} epoch{'s' if epochs != 1 else ''}{how}",
+          file=sys.stderr)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         test = f"  test_acc {metrics['test_acc']:.4f}" if "test_acc" in metrics else ""
