@@ -237,7 +237,8 @@ def _optimize(plan: Plan, index: int, progress_bars: bool, worker: Worker | None
         if index == 0 and "auto" in plan.space.precisions():  # once per run: what auto does on this device
             from ..training.precision import describe_auto
 
-            print(f"hpsearch: {tag}{describe_auto(worker.device)}", file=sys.stderr, flush=True)
+            deterministic = bool(plan.space.sections["train"].fields.get("deterministic", False))
+            print(f"hpsearch: {tag}{describe_auto(worker.device, deterministic)}", file=sys.stderr, flush=True)
         progress = Progress(plan.space, bars=progress_bars, prefix=tag)
         deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
         stop = Stop()

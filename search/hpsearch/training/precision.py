@@ -93,7 +93,7 @@ def _warn_once(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def describe_auto(device: torch.device) -> str:
+def describe_auto(device: torch.device, deterministic: bool = False) -> str:
     """What `precision: auto` does on this device, in one line (a run prints it once)."""
     if device.type == "cuda":
         return "precision auto: bf16 autocast on CUDA"
@@ -102,15 +102,19 @@ def describe_auto(device: torch.device) -> str:
     name, native = cpu_info()
     if native is None:
         return f"precision auto: fp32 ({name} has no native bf16: neither AMX-BF16 nor AVX512-BF16)"
+    if deterministic:
+        return (f"precision auto: fp32 under train.deterministic, though {name} has {native} (a measured choice "
+                "may differ between runs; precision: bf16 trains in it)")
     return (f"precision auto: bf16 autocast for each architecture that trains at least {MARGIN:.2f}x faster in it on "
             f"this CPU ({name}, {native}; measured once per architecture), else fp32; each trial records its choice")
 
 
-def resolve(config: TrialConfig, data: DeviceData, device: torch.device, resumed: str | None = None) -> Choice:
-    """The precision `config` trains in on `device` with `data`; `resumed`: the one its saved state trained in."""
+def resolve(config: TrialConfig, data: DeviceData, device: torch.device, given: str | None = None) -> Choice:
+    """The precision `config` trains in on `device` with `data`; `given`: the one its trial trained in (a resumed
+    trial's saved state, a retrain's trial), kept as it is."""
     asked = config.train.precision
-    if resumed:
-        return Choice(resumed, f"{resumed}: the precision the trial trained in before it was resumed")
+    if given:
+        return Choice(given, f"{given}: the precision its trial trained in")
     problem = device_problem(asked, device)
     if problem:
         raise PrecisionError(problem)
