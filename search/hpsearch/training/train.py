@@ -157,7 +157,7 @@ def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple
     channels_last = use_channels_last(device)
     steps_per_epoch = data.steps_per_epoch(tc.batch_size)
     given = next((m.precision for m in members if m.precision), None)  # a retrain's: what its trial trained in
-    resumed_in = given or next((str(m.resume.get("precision") or "") for m in members if m.resume), None)
+    given = given or next((str(m.resume.get("precision") or "") for m in members if m.resume), None)
     precision = ""  # resolved with the first member's build: what it raises (fp16 on a CPU) fails each member
 
     def leave(member: Member, result: TrainResult | None = None, error: Exception | None = None) -> None:
@@ -168,7 +168,7 @@ def train_group(members: Sequence[Member], data: DeviceData, *, propagate: tuple
     runs: list[_Run] = []
     for member in members:
         try:
-            precision = precision or resolve_precision(config, data, device, resumed_in).precision
+            precision = precision or resolve_precision(config, data, device, given).precision
             member.precision = precision
             runs.append(_build(member, data, device, channels_last, steps_per_epoch, precision, seeded=not runs))
             if member.on_start is not None:
