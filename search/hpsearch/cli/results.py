@@ -8,7 +8,6 @@ DataError); main turns each into one message and its exit status.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import functools
 import json
@@ -277,7 +276,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 @says_what_was_done
 def cmd_retrain(args: argparse.Namespace, done: Done) -> int:
-    from ..results.evaluation import as_trained, retrain, with_data
+    from ..results.evaluation import as_trained, retrain, stretched, with_data
     from ..results.files import write_torch
     from ..study.studies import trial_config
 
@@ -287,13 +286,7 @@ def cmd_retrain(args: argparse.Namespace, done: Done) -> int:
     _check_writable(args.out, out_example(args))
     config = with_data(config, args.data_root, args.device)
     precision = as_trained(config, trial.user_attrs.get(keys.PRECISION))
-    changed = []
-    if args.epochs is not None and args.epochs != config.train.epochs:
-        changed.append(f"the trial trained {config.train.epochs}")
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=args.epochs))
-    if args.all_images and config.data.train_limit is not None:
-        changed.append(f"on all training images: the search used data.train_limit={config.data.train_limit}")
-        config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_limit=None))
+    config, changed = stretched(config, args.epochs, args.all_images)
     epochs = config.train.epochs
     how = f" ({'; '.join(changed)})" if changed else ""
     how += f" in {precision}, as the trial trained" if precision else ""

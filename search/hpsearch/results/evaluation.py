@@ -127,6 +127,19 @@ def as_trained(config: TrialConfig, precision: object) -> str:
     return str(precision)
 
 
+def stretched(config: TrialConfig, epochs: int | None, all_images: bool) -> tuple[TrialConfig, list[str]]:
+    """`config` for a retrain of `epochs` epochs (None: its own), on every training image with `all_images`, and
+    what differs from the trial that was searched, in words."""
+    changed = []
+    if epochs is not None and epochs != config.train.epochs:
+        changed.append(f"the trial trained {config.train.epochs}")
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
+    if all_images and config.data.train_limit is not None:
+        changed.append(f"on all training images: the search used data.train_limit={config.data.train_limit}")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_limit=None))
+    return config, changed
+
+
 def retrain(config: TrialConfig, trial: int | None, study: str | None,
             on_epoch: Callable[[int, dict[str, float]], None] | None = None,
             test_every_epoch: bool = False, precision: str = "") -> Retrained:
@@ -161,4 +174,4 @@ def retrain(config: TrialConfig, trial: int | None, study: str | None,
                      result.history)
 
 
-__all__ = ["Retrained", "Scores", "as_trained", "retrain", "score_test_set", "with_data"]
+__all__ = ["Retrained", "Scores", "as_trained", "retrain", "score_test_set", "stretched", "with_data"]
